@@ -90,8 +90,11 @@ const NO_SLOT: u32 = u32::MAX;
 /// The memslots of one address space, `struct kvm_memslots`.
 #[derive(Debug, Default)]
 pub struct KvmMemslots {
-    /// `id_hash`: slots by id.
-    by_id: BTreeMap<u16, KvmMemorySlot>,
+    /// `id_hash`: slots by id. Ids are below `KVM_USER_MEM_SLOTS`, so a table indexed by id
+    /// gives the hash table's O(1) without hashing; it grows to the largest id used.
+    by_id: Vec<Option<KvmMemorySlot>>,
+    /// Number of `Some` entries in `by_id`.
+    nr_slots: usize,
     /// `gfn_tree`: slot ids by base gfn. Slots never overlap, so the slot holding a gfn is
     /// the one with the greatest base at or below it, if it reaches that far.
     gfn_tree: BTreeMap<u64, u16>,
@@ -106,6 +109,7 @@ impl Clone for KvmMemslots {
     fn clone(&self) -> KvmMemslots {
         KvmMemslots {
             by_id: self.by_id.clone(),
+            nr_slots: self.nr_slots,
             gfn_tree: self.gfn_tree.clone(),
             last_used_slot: AtomicU32::new(self.last_used_slot.load(Ordering::Relaxed)),
             generation: self.generation,
@@ -124,13 +128,13 @@ impl KvmMemslots {
 
     /// `id_to_memslot()`.
     pub fn id_to_memslot(&self, id: u16) -> Option<&KvmMemorySlot> {
-        self.by_id.get(&id)
+        self.by_id.get(usize::from(id))?.as_ref()
     }
 
     /// `search_memslots(slots, gfn, false)`: the gfn-tree walk, O(log n).
     pub fn search_memslots(&self, gfn: u64) -> Option<&KvmMemorySlot> {
         let (_, id) = self.gfn_tree.range(..=gfn).next_back()?;
-        self.by_id.get(id).filter(|s| s.contains(gfn))
+        self.id_to_memslot(*id).filter(|s| s.contains(gfn))
     }
 
     /// `____gfn_to_memslot(slots, gfn, false)`: `last_used_slot` first (`try_get_memslot()`),
@@ -138,7 +142,9 @@ impl KvmMemslots {
     pub fn __gfn_to_memslot(&self, gfn: u64) -> Option<&KvmMemorySlot> {
         let last = self.last_used_slot.load(Ordering::Relaxed);
         if last != NO_SLOT {
-            let cached = u16::try_from(last).ok().and_then(|id| self.by_id.get(&id));
+            let cached = u16::try_from(last)
+                .ok()
+                .and_then(|id| self.id_to_memslot(id));
             if let Some(slot) = cached.filter(|s| s.contains(gfn)) {
                 return Some(slot);
             }
@@ -160,24 +166,29 @@ impl KvmMemslots {
         // Slots are disjoint, so only the nearest slot starting below `start` can reach it.
         let below = self.gfn_tree.range(..start).next_back();
         let below_hits = below.is_some_and(|(_, sid)| {
-            *sid != id && self.by_id.get(sid).is_some_and(|s| s.end_gfn() > start)
+            *sid != id
+                && self
+                    .id_to_memslot(*sid)
+                    .is_some_and(|s| s.end_gfn() > start)
         });
         below_hits || self.gfn_tree.range(start..end).any(|(_, sid)| *sid != id)
     }
 
     /// The slots in guest-physical order.
     pub fn iter(&self) -> impl Iterator<Item = &KvmMemorySlot> {
-        self.gfn_tree.values().filter_map(|id| self.by_id.get(id))
+        self.gfn_tree
+            .values()
+            .filter_map(|id| self.id_to_memslot(*id))
     }
 
     /// Number of slots.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.nr_slots
     }
 
     /// Whether the address space has no slot.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.nr_slots == 0
     }
 
     /// The generation, bumped by each committed change.
@@ -187,13 +198,15 @@ impl KvmMemslots {
 
     /// Mutable access by id, for the dirty log.
     pub(crate) fn id_to_memslot_mut(&mut self, id: u16) -> Option<&mut KvmMemorySlot> {
-        self.by_id.get_mut(&id)
+        self.by_id.get_mut(usize::from(id))?.as_mut()
     }
 
     /// `kvm_replace_memslot()` + `kvm_swap_active_memslots()`: drops `old_id` (if any) and
     /// installs `new` (if any), keeping both indexes in step.
     pub(crate) fn replace(&mut self, old_id: Option<u16>, new: Option<KvmMemorySlot>) {
-        if let Some(old) = old_id.and_then(|id| self.by_id.remove(&id)) {
+        let old = old_id.and_then(|id| self.by_id.get_mut(usize::from(id))?.take());
+        if let Some(old) = old {
+            self.nr_slots -= 1;
             self.gfn_tree.remove(&old.base_gfn);
             if self.last_used_slot() == Some(old.id) {
                 self.last_used_slot.store(NO_SLOT, Ordering::Relaxed);
@@ -201,7 +214,13 @@ impl KvmMemslots {
         }
         if let Some(new) = new {
             self.gfn_tree.insert(new.base_gfn, new.id);
-            self.by_id.insert(new.id, new);
+            let index = usize::from(new.id);
+            if self.by_id.len() <= index {
+                self.by_id.resize_with(index + 1, || None);
+            }
+            if self.by_id[index].replace(new).is_none() {
+                self.nr_slots += 1;
+            }
         }
         self.generation += 1;
     }

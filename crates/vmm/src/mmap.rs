@@ -1,0 +1,64 @@
+//! Host memory for memslots: an anonymous private mapping owned by one value and unmapped
+//! when it is dropped.
+//!
+//! Mappings are made with `MAP_NORESERVE` and never touched by this module, so a large one
+//! (the replay pool, the benchmarks' shared backing) costs address space, not memory.
+
+use uapi::Errno;
+
+/// An anonymous, private, read-write mapping.
+#[derive(Debug)]
+pub struct AnonMapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AnonMapping {
+    /// Maps `len` bytes (rounded up to whole pages by the kernel), page aligned.
+    pub fn new(len: usize) -> Result<AnonMapping, Errno> {
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses cannot alias any
+        // existing memory; the result is checked before use.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(Errno(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
+        }
+        Ok(AnonMapping { addr, len })
+    }
+
+    /// The host virtual address of the first byte, as `userspace_addr` takes it.
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+}
+
+impl Drop for AnonMapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr`/`len` are exactly what `mmap` returned and was given, and this value
+        // is the mapping's only owner. A memslot still using the range would be the caller's
+        // broken contract (`Backend::set_user_memory_region`'s `# Safety`), not this one's.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_page_aligned_memory_and_refuses_nothing_to_map() {
+        let m = AnonMapping::new(1 << 30).unwrap();
+        assert_eq!(m.addr() % uapi::PAGE_SIZE, 0);
+        assert_eq!(AnonMapping::new(0).unwrap_err(), Errno::EINVAL);
+    }
+}
