@@ -23,6 +23,22 @@ pub(crate) enum Command {
     /// The raw x86 memory-type algebra: decode PAT values, combine memory types.
     #[command(subcommand)]
     Memtype(commands::memtype::MemtypeCommand),
+    /// One guest access's memory type on a chosen kernel (reference model), and why.
+    Explain(commands::explain::ExplainArgs),
+    /// Replay a JSON list of KVM uAPI calls on the model or on /dev/kvm, printing each
+    /// call's result (format: docs/replay.md).
+    Replay(commands::replay::ReplayArgs),
+    /// Run a benchmark: `spte` (the memslot flag in the fault path) or `memslots`
+    /// (lookups, setup, move, delete; model and /dev/kvm side by side).
+    Bench(commands::bench::BenchArgs),
+    /// The main job, no arguments: the seeds' virtio-GPU case on every kernel and vendor,
+    /// the conclusion it supports, and why the frame's store gets its memory type.
+    Demo,
+    /// List the built-in scenarios `ncdma run` accepts by name.
+    Scenarios,
+    /// Run a scenario (built-in name or TOML file, docs/scenarios.md) on one kernel or, with
+    /// --all-profiles, on every kernel and vendor; exit 1 if an expectation fails.
+    Run(commands::run::RunArgs),
 }
 
 /// Parses a 64-bit hex value as users write it: `0x0007040600070406`, `7040600070406`,

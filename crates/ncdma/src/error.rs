@@ -8,6 +8,8 @@ use std::process::ExitCode;
 pub(crate) enum CliError {
     /// The input was wrong (a value, a file, a stream): exit code 2.
     BadInput(String),
+    /// The operation itself failed (e.g. /dev/kvm cannot be opened): exit code 1.
+    Failed(String),
 }
 
 impl CliError {
@@ -16,6 +18,7 @@ impl CliError {
         eprintln!("ncdma: {self}");
         match self {
             CliError::BadInput(_) => ExitCode::from(2),
+            CliError::Failed(_) => ExitCode::from(1),
         }
     }
 }
@@ -23,7 +26,7 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::BadInput(m) => f.write_str(m),
+            CliError::BadInput(m) | CliError::Failed(m) => f.write_str(m),
         }
     }
 }

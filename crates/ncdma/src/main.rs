@@ -22,6 +22,12 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Memtype(cmd) => commands::memtype::run(cmd, cli.json),
+        Command::Explain(args) => commands::explain::run(args, cli.json),
+        Command::Replay(args) => commands::replay::run(args, cli.json),
+        Command::Bench(args) => commands::bench::run(args, cli.json),
+        Command::Demo => commands::demo::run(cli.json),
+        Command::Scenarios => commands::scenarios::run(cli.json),
+        Command::Run(args) => commands::run::run(args, cli.json),
     };
     match result {
         Ok(out) => {

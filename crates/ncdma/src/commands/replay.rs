@@ -20,24 +20,6 @@ pub(crate) enum BackendKind {
     Kvm,
 }
 
-/// x86 vendor of a modeled kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum VendorArg {
-    /// Intel VMX (EPT).
-    Intel,
-    /// AMD SVM (NPT).
-    Amd,
-}
-
-impl From<VendorArg> for Vendor {
-    fn from(v: VendorArg) -> Vendor {
-        match v {
-            VendorArg::Intel => Vendor::Intel,
-            VendorArg::Amd => Vendor::Amd,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
     /// The replay file: a JSON list of calls.
@@ -51,21 +33,22 @@ pub(crate) struct ReplayArgs {
     /// kernel].
     #[arg(long, value_name = "P")]
     pub kernel: Option<String>,
-    /// Vendor of the modeled CPU [default: intel with --kernel, else this host's].
-    #[arg(long, value_enum)]
-    pub vendor: Option<VendorArg>,
+    /// Vendor of the modeled CPU, intel or amd [default: intel with --kernel, else this
+    /// host's].
+    #[arg(long, value_name = "intel|amd")]
+    pub vendor: Option<Vendor>,
 }
 
 /// The model profile the arguments name.
 fn profile(args: &ReplayArgs) -> Result<KernelProfile, CliError> {
     match (&args.kernel, args.vendor) {
         (Some(name), vendor) => {
-            let vendor = vendor.map_or(Vendor::Intel, Vendor::from);
+            let vendor = vendor.unwrap_or(Vendor::Intel);
             KernelProfile::parse(name, vendor)
                 .map_err(|e| CliError::BadInput(format!("--kernel {name}: {e}")))
         }
         (None, Some(vendor)) => Ok(KernelProfile {
-            vendor: vendor.into(),
+            vendor,
             ..KernelProfile::this_host()
         }),
         (None, None) => Ok(KernelProfile::this_host()),
@@ -109,4 +92,92 @@ pub(crate) fn run(args: &ReplayArgs, json: bool) -> Output {
         report.checked(),
         missed.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(
+        file: &str,
+        backend: BackendKind,
+        kernel: Option<&str>,
+        vendor: Option<Vendor>,
+    ) -> ReplayArgs {
+        ReplayArgs {
+            file: PathBuf::from(file),
+            backend,
+            kernel: kernel.map(str::to_string),
+            vendor,
+        }
+    }
+
+    fn example(name: &str) -> String {
+        format!(
+            "{}/../../examples/replay/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn profile_defaults_follow_the_flags() {
+        let host = KernelProfile::this_host();
+        assert_eq!(
+            profile(&args("f", BackendKind::Model, None, None)).unwrap(),
+            host
+        );
+        let amd = profile(&args(
+            "f",
+            BackendKind::Model,
+            Some("6.16"),
+            Some(Vendor::Amd),
+        ));
+        assert_eq!(
+            amd.unwrap(),
+            KernelProfile::parse("6.16", Vendor::Amd).unwrap()
+        );
+        let intel = profile(&args("f", BackendKind::Model, Some("6.12"), None)).unwrap();
+        assert_eq!(intel.vendor, Vendor::Intel);
+        let host_intel = profile(&args("f", BackendKind::Model, None, Some(Vendor::Intel)));
+        assert_eq!(
+            host_intel.unwrap(),
+            KernelProfile {
+                vendor: Vendor::Intel,
+                ..host
+            }
+        );
+        let bad = profile(&args("f", BackendKind::Model, Some("6.99"), None));
+        assert!(matches!(bad, Err(CliError::BadInput(m)) if m.starts_with("--kernel 6.99")));
+    }
+
+    #[test]
+    fn model_options_are_refused_for_the_real_kernel() {
+        let a = args(
+            &example("memslot-flag-probe.json"),
+            BackendKind::Kvm,
+            Some("6.12"),
+            None,
+        );
+        assert!(
+            matches!(run(&a, false), Err(CliError::BadInput(m)) if m.contains("--backend model only"))
+        );
+    }
+
+    #[test]
+    fn bad_files_are_bad_input_and_unmet_expectations_fail() {
+        let missing = args("/nonexistent/replay.json", BackendKind::Model, None, None);
+        assert!(
+            matches!(run(&missing, false), Err(CliError::BadInput(m)) if m.contains("cannot read"))
+        );
+        let rules = example("memslot-flag-rules.json");
+        let on_host = args(&rules, BackendKind::Model, None, None);
+        assert!(
+            matches!(run(&on_host, false), Err(CliError::Failed(m)) if m.contains("expectation(s) not met"))
+        );
+        let on_proposal = args(&rules, BackendKind::Model, Some("6.16+memslot-flag"), None);
+        let out = run(&on_proposal, true).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["mismatches"], 0);
+        assert_eq!(doc["steps"][1]["result"], "ok");
+    }
 }

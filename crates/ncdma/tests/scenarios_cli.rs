@@ -1,0 +1,237 @@
+//! `ncdma scenarios`, `ncdma run` and `ncdma demo` through the built binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn ncdma(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ncdma"))
+        .args(args)
+        .output()
+        .expect("the ncdma binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("UTF-8")
+}
+
+/// A scratch file path unique to this test process.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ncdma-scenarios-cli-{}-{name}", std::process::id()))
+}
+
+const GPU: &str = include_str!("../../scenario/scenarios/virtio-gpu-wc-bar.toml");
+
+#[test]
+fn scenarios_lists_every_builtin_on_one_line() {
+    let out = ncdma(&["scenarios"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        scenario::builtin_names().collect::<Vec<_>>(),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.split_whitespace().count() > 3),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_matrix_as_json() {
+    let out = ncdma(&["run", "virtio-gpu-wc-bar", "--all-profiles", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["scenario"], "virtio-gpu-wc-bar");
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 14);
+    let find = |kernel: &str, vendor: &str| {
+        runs.iter()
+            .find(|r| r["kernel"] == kernel && r["vendor"] == vendor)
+            .unwrap_or_else(|| panic!("{kernel}/{vendor} is in the matrix"))
+    };
+    let upstream = find("6.16", "intel");
+    assert_eq!(upstream["verdicts"][0]["hazard"], "stale-read");
+    assert_eq!(upstream["verdicts"][0]["who"], "gpu");
+    assert_eq!(
+        upstream["registrations"][0]["registered"],
+        serde_json::Value::Null
+    );
+    let flagged = find("6.16+memslot-flag", "intel");
+    assert_eq!(flagged["verdicts"], serde_json::json!([]));
+    assert_eq!(flagged["registrations"][0]["registered"], "memslot-flag");
+    let bar = flagged["accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["region"] == "bar")
+        .unwrap();
+    assert_eq!(
+        (&bar["effective"], &bar["ipat"], &bar["honors_guest_pat"]),
+        (&"WC".into(), &false.into(), &true.into())
+    );
+    assert!(runs.iter().all(|r| r["expectation"]["holds"] == true));
+}
+
+#[test]
+fn a_single_run_shows_the_chain_and_the_evidence() {
+    let out = ncdma(&["run", "virtio-gpu-wc-bar", "--kernel", "6.16"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("virtio-gpu-wc-bar on 6.16/intel"),
+        "{text}"
+    );
+    assert!(
+        text.contains("registration of bar: memslot-flag: EINVAL → virtio-device: ENODEV → none: region runs coherent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stale-read x64, first at bar+0x0 (step 4, dma.read)"),
+        "{text}"
+    );
+    assert!(text.contains("gpu read 0x100000000 and got [00"), "{text}");
+    let amd = stdout(&ncdma(&[
+        "run",
+        "virtio-gpu-wc-bar",
+        "--kernel",
+        "6.16",
+        "--vendor",
+        "amd",
+    ]));
+    assert!(amd.starts_with("virtio-gpu-wc-bar on 6.16/amd"), "{amd}");
+}
+
+#[test]
+fn svg_draws_one_panel_per_run() {
+    let path = scratch("matrix.svg");
+    let out = ncdma(&[
+        "run",
+        "virtio-gpu-wc-bar",
+        "--all-profiles",
+        "--vendor",
+        "intel",
+        "--svg",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(&path).expect("the SVG was written");
+    std::fs::remove_file(&path).ok();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("class=\"panel\"").count(), 7);
+    for kernel in kvm_model::KernelProfile::NAMES {
+        assert!(
+            svg.contains(&format!("data-kernel=\"{kernel}\"")),
+            "{kernel}"
+        );
+    }
+}
+
+#[test]
+fn demo_runs_the_main_job_quickly() {
+    let start = Instant::now();
+    let out = ncdma(&["demo"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("/intel ").count() + text.matches("/amd ").count(),
+        14,
+        "{text}"
+    );
+    assert!(
+        text.contains("6.7+memslot-flag and 6.16+memslot-flag honor guest PAT for bar alone"),
+        "{text}"
+    );
+    assert!(
+        text.contains("== explain: 6.16+memslot-flag/intel"),
+        "{text}"
+    );
+    assert!(
+        text.contains("EPT leaf WB, IPAT=0 → WC (guest PAT honored)"),
+        "{text}"
+    );
+    assert!(text.contains("== explain: 6.16/intel"), "{text}");
+    assert!(
+        text.contains("EPT leaf WB, IPAT=1 → WB (guest PAT ignored)"),
+        "{text}"
+    );
+
+    let out = ncdma(&["demo", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["runs"].as_array().map(Vec::len), Some(14));
+    assert!(
+        doc["conclusion"]
+            .as_str()
+            .is_some_and(|c| c.contains("memslot-flag"))
+    );
+    assert_eq!(doc["explain"][0]["access"]["effective"], "WC");
+    assert_eq!(doc["explain"][1]["access"]["effective"], "WB");
+}
+
+#[test]
+fn a_malformed_file_is_exit_2_with_its_line() {
+    let path = scratch("bad.toml");
+    let text = GPU.replacen("pat_index = 1", "pat_index = \"one\"", 1);
+    let line = text[..text.find("pat_index = \"one\"").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    std::fs::write(&path, &text).unwrap();
+    let out = ncdma(&["run", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:{line}:13: [[step]] #2, `pat_index`",
+            path.display()
+        )),
+        "{err}"
+    );
+
+    let out = ncdma(&["run", "no-such-scenario"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no built-in scenario or file named \"no-such-scenario\""));
+    let out = ncdma(&["run", "virtio-gpu-wc-bar", "--kernel", "6.13"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_failed_expectation_is_exit_1_and_says_which() {
+    let path = scratch("wrong.toml");
+    std::fs::write(
+        &path,
+        GPU.replace(
+            "profiles = [\"6.7\", \"6.12\", \"6.16\"]",
+            "profiles = [\"6.7\", \"6.12\"]",
+        ),
+    )
+    .unwrap();
+    let out = ncdma(&["run", path.to_str().unwrap(), "--all-profiles"]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("FAILS (expected none)"), "{text}");
+    assert!(text.contains("expectation failed on 6.16/intel"), "{text}");
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        "ncdma: virtio-gpu-wc-bar: expectation failed on 6.16/intel",
+        "{err}"
+    );
+}
