@@ -39,6 +39,9 @@ pub(crate) enum Command {
     /// Run a scenario (built-in name or TOML file, docs/scenarios.md) on one kernel or, with
     /// --all-profiles, on every kernel and vendor; exit 1 if an expectation fails.
     Run(commands::run::RunArgs),
+    /// What this host's KVM (or a modeled kernel) offers for noncoherent DMA: one line per
+    /// check and the mechanism a noncoherent region would get (docs/probe.md).
+    Probe(commands::probe::ProbeArgs),
 }
 
 /// Parses a 64-bit hex value as users write it: `0x0007040600070406`, `7040600070406`,

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Demo => commands::demo::run(cli.json),
         Command::Scenarios => commands::scenarios::run(cli.json),
         Command::Run(args) => commands::run::run(args, cli.json),
+        Command::Probe(args) => commands::probe::run(args, cli.json),
     };
     match result {
         Ok(out) => {

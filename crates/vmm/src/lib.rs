@@ -7,6 +7,11 @@
 //! - [`bench`](mod@bench): memslot and SPTE measurements, model and real kernel side by side
 //!   (`ncdma bench`).
 //! - [`mmap`]: host memory for memslots.
+//! - [`region`]: guest memory regions with a coherence attribute, owned by a VM's
+//!   [`region::GuestMemory`]; [`strategy`]: how a noncoherent region is registered with
+//!   whatever the kernel offers, and why; [`cache`]: CLFLUSHOPT/CLFLUSH of host memory handed
+//!   to or taken back from non-snooping DMA.
+//! - [`probe`]: what a kernel offers for noncoherent DMA, check by check (`ncdma probe`).
 //!
 //! # Example
 //!
@@ -40,5 +45,10 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
+pub mod guest;
 pub mod mmap;
+pub mod probe;
+pub mod region;
 pub mod replay;
+pub mod strategy;

@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod explain;
 pub(crate) mod memtype;
+pub(crate) mod probe;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod scenarios;

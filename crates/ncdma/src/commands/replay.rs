@@ -41,7 +41,16 @@ pub(crate) struct ReplayArgs {
 
 /// The model profile the arguments name.
 fn profile(args: &ReplayArgs) -> Result<KernelProfile, CliError> {
-    match (&args.kernel, args.vendor) {
+    model_profile(args.kernel.as_deref(), args.vendor)
+}
+
+/// The model profile `--kernel` and `--vendor` name (shared with `ncdma probe`): the
+/// kernel on intel by default, this host's profile (with the vendor given) without one.
+pub(crate) fn model_profile(
+    kernel: Option<&str>,
+    vendor: Option<Vendor>,
+) -> Result<KernelProfile, CliError> {
+    match (kernel, vendor) {
         (Some(name), vendor) => {
             let vendor = vendor.unwrap_or(Vendor::Intel);
             KernelProfile::parse(name, vendor)

@@ -6,7 +6,10 @@
 //! `KVM_GET_DIRTY_LOG` (the caller must know the slot's size to size the bitmap).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use kvm_ioctls::{DeviceFd, Kvm, VmFd};
 use uapi::Errno;
@@ -16,7 +19,11 @@ use uapi::memslot::{kvm_userspace_memory_region, kvm_userspace_memory_region2};
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
 use vmm_sys_util::ioctl_iowr_nr;
 
+use super::platform::{Platform, SYS_MODULE};
 use super::{Backend, BackendError, DeviceHandle, Result};
+
+/// The KVM device every VMM opens.
+pub const KVM_DEVICE: &str = "/dev/kvm";
 
 // `KVM_CREATE_DEVICE` (include/uapi/linux/kvm.h), for the test-only form: kvm-ioctls'
 // `create_device` always wraps the returned fd field in a `File`, and with
@@ -35,7 +42,13 @@ fn errno(e: vmm_sys_util::errno::Error) -> Errno {
 /// A VM on the host's `/dev/kvm`.
 #[derive(Debug)]
 pub struct RealKvm {
+    /// The device the VM was made on, for reports.
+    path: PathBuf,
+    /// The system fd (`/dev/kvm`), kept for `KVM_GET_API_VERSION`.
+    kvm: Kvm,
     vm: VmFd,
+    /// Read once when the VM is made: CPUID is a VM exit when the VMM runs in a guest.
+    platform: Platform,
     /// Open device fds by handle; a handle is never reused.
     devices: BTreeMap<u32, DeviceFd>,
     next_device: u32,
@@ -61,12 +74,27 @@ impl RealKvm {
     /// assert!(vm.check_extension(10) > 0);
     /// ```
     pub fn open() -> Result<RealKvm> {
-        let kvm = Kvm::new().map_err(|e| BackendError::OpenKvm(errno(e)))?;
+        RealKvm::open_path(Path::new(KVM_DEVICE))
+    }
+
+    /// As [`RealKvm::open`], on the KVM device at `path` (a VMM's `--device` option, and
+    /// how tests point it at a file that is missing or not a KVM device).
+    ///
+    /// Fails with [`BackendError::OpenKvm`] carrying `open()`'s errno (a path with a NUL
+    /// byte is `EINVAL`), or [`BackendError::CreateVm`] (`ENOTTY` when the file is not a
+    /// KVM device).
+    pub fn open_path(path: &Path) -> Result<RealKvm> {
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| BackendError::OpenKvm(Errno::EINVAL))?;
+        let kvm = Kvm::new_with_path(&c_path).map_err(|e| BackendError::OpenKvm(errno(e)))?;
         let vm = kvm
             .create_vm()
             .map_err(|e| BackendError::CreateVm(errno(e)))?;
         Ok(RealKvm {
+            path: path.to_path_buf(),
+            kvm,
             vm,
+            platform: Platform::of_host(Path::new(SYS_MODULE)),
             devices: BTreeMap::new(),
             next_device: 0,
             slot_sizes: HashMap::new(),
@@ -107,7 +135,24 @@ impl RealKvm {
 
 impl Backend for RealKvm {
     fn describe(&self) -> String {
-        format!("kvm: /dev/kvm (VM fd {})", self.vm.as_raw_fd())
+        format!(
+            "kvm: {} (VM fd {})",
+            self.path.display(),
+            self.vm.as_raw_fd()
+        )
+    }
+
+    fn kvm_api_version(&self) -> Result<i32> {
+        match self.kvm.get_api_version() {
+            v if v < 0 => Err(BackendError::GetApiVersion(errno(
+                vmm_sys_util::errno::Error::last(),
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    fn platform(&self) -> Platform {
+        self.platform.clone()
     }
 
     fn check_extension(&self, cap: u32) -> i64 {
@@ -227,6 +272,34 @@ mod tests {
                 None
             }
         }
+    }
+
+    #[test]
+    fn other_paths_fail_at_the_step_that_fails() {
+        assert_eq!(
+            RealKvm::open_path(Path::new("/nonexistent/kvm")).unwrap_err(),
+            BackendError::OpenKvm(Errno::ENOENT)
+        );
+        assert_eq!(
+            RealKvm::open_path(Path::new("/dev/k\0vm")).unwrap_err(),
+            BackendError::OpenKvm(Errno::EINVAL)
+        );
+        // A file of our own opens read-write, but it is no KVM device.
+        let file = std::env::temp_dir().join(format!("vmm-not-kvm-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let err = RealKvm::open_path(&file).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(err, BackendError::CreateVm(Errno::ENOTTY));
+    }
+
+    #[test]
+    fn the_api_version_is_twelve_and_the_platform_is_the_hosts() {
+        let Some(vm) = open() else { return };
+        assert_eq!(vm.kvm_api_version(), Ok(12));
+        let platform = vm.platform();
+        assert_eq!(platform.origin, crate::backend::Origin::Host);
+        assert_eq!(platform.vendor_id.len(), 12);
+        assert!(vm.describe().starts_with("kvm: /dev/kvm (VM fd "));
     }
 
     #[test]

@@ -15,9 +15,13 @@
 
 mod kvm;
 mod model;
+pub mod platform;
 
-pub use kvm::RealKvm;
+pub use kvm::{KVM_DEVICE, RealKvm};
 pub use model::ModelKvm;
+pub use platform::{Origin, Platform, Tdp};
+
+use std::path::Path;
 
 use uapi::Errno;
 use uapi::cap::kvm_enable_cap;
@@ -36,8 +40,11 @@ pub struct DeviceHandle(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     /// Opening `/dev/kvm` failed.
-    #[error("{}", open_kvm_message(*.0))]
+    #[error("{}", open_message(Path::new(KVM_DEVICE), *.0))]
     OpenKvm(Errno),
+    /// `KVM_GET_API_VERSION` failed (`ENOTTY`: the file opened is not a KVM device).
+    #[error("KVM_GET_API_VERSION failed: {0}")]
+    GetApiVersion(Errno),
     /// `KVM_CREATE_VM` failed.
     #[error("KVM_CREATE_VM failed: {0}")]
     CreateVm(Errno),
@@ -75,6 +82,7 @@ impl BackendError {
     pub const fn errno(&self) -> Errno {
         match *self {
             BackendError::OpenKvm(e)
+            | BackendError::GetApiVersion(e)
             | BackendError::CreateVm(e)
             | BackendError::SetUserMemoryRegion(e)
             | BackendError::SetUserMemoryRegion2(e)
@@ -89,17 +97,24 @@ impl BackendError {
     }
 }
 
-/// The two ways opening `/dev/kvm` usually fails deserve a sentence each: they have different
-/// fixes.
-fn open_kvm_message(e: Errno) -> String {
+/// Why opening the KVM device at `path` failed, in one line. The two usual ways deserve a
+/// sentence each: they have different fixes.
+pub(crate) fn open_message(path: &Path, e: Errno) -> String {
+    let path = path.display();
     match e {
-        Errno::ENOENT => "cannot open /dev/kvm: it does not exist (no KVM on this host: \
-                          virtualization disabled or the kvm module not loaded)"
-            .to_string(),
-        Errno::EACCES => "cannot open /dev/kvm: permission denied (run as a user in the \
-                          group owning /dev/kvm, usually `kvm`)"
-            .to_string(),
-        e => format!("cannot open /dev/kvm: {e}"),
+        Errno::ENOENT => format!(
+            "cannot open {path}: it does not exist (no KVM on this host: virtualization \
+             disabled or the kvm module not loaded)"
+        ),
+        Errno::EACCES => format!(
+            "cannot open {path}: permission denied (run as a user in the group owning \
+             {path}, usually `kvm`)"
+        ),
+        e if e.name().is_some() => format!("cannot open {path}: {e}"),
+        e => format!(
+            "cannot open {path}: {}",
+            std::io::Error::from_raw_os_error(e.0)
+        ),
     }
 }
 
@@ -114,6 +129,15 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 pub trait Backend {
     /// A one-line description of the kernel behind this backend, for reports.
     fn describe(&self) -> String;
+
+    /// `KVM_GET_API_VERSION` on the system fd (`/dev/kvm`): 12 on every kernel since
+    /// 2.6.22, anything else means the uAPI is not the one this crate speaks.
+    fn kvm_api_version(&self) -> Result<i32>;
+
+    /// The machine under the kernel: CPU vendor, self-snoop, vendor module, TDP. KVM has no
+    /// ioctl for these; the real backend reads CPUID and `/sys/module`, the model its
+    /// profile.
+    fn platform(&self) -> Platform;
 
     /// `KVM_CHECK_EXTENSION` on the VM fd: 0 when `cap` is absent, else a cap-specific value.
     fn check_extension(&self, cap: u32) -> i64;
@@ -201,5 +225,8 @@ mod tests {
             BackendError::OpenKvm(Errno::EBUSY).to_string(),
             "cannot open /dev/kvm: EBUSY"
         );
+        // Numbers uapi does not name get the C library's words.
+        let dir = open_message(Path::new("/tmp"), Errno(libc::EISDIR));
+        assert_eq!(dir, "cannot open /tmp: Is a directory (os error 21)");
     }
 }

@@ -7,7 +7,7 @@ use uapi::cap::kvm_enable_cap;
 use uapi::device::kvm_device_attr;
 use uapi::memslot::{kvm_userspace_memory_region, kvm_userspace_memory_region2};
 
-use super::{Backend, BackendError, DeviceHandle, Result};
+use super::{Backend, BackendError, DeviceHandle, Platform, Result};
 
 /// A VM of the reference kernel.
 #[derive(Debug)]
@@ -48,6 +48,15 @@ impl Backend for ModelKvm {
             if p.cpu.self_snoop { "on" } else { "off" },
             if p.cpu.tdp { "on" } else { "off" }
         )
+    }
+
+    fn kvm_api_version(&self) -> Result<i32> {
+        // The model speaks the one uAPI version there is.
+        Ok(uapi::KVM_API_VERSION as i32)
+    }
+
+    fn platform(&self) -> Platform {
+        Platform::of_profile(&self.kvm.profile())
     }
 
     fn check_extension(&self, cap: u32) -> i64 {
