@@ -1,0 +1,18 @@
+//! Host cache maintenance for noncoherent regions, provided by the VMM.
+//!
+//! A device that DMAs without snooping reads and writes memory, not CPU caches. When the
+//! host copies such a page through its ordinary write-back mapping it may read a stale
+//! cached line (the guest's WC writes went to memory), and when it writes one the data may
+//! sit in cache where the device cannot see it. The `flush` policy therefore flushes every
+//! line of a noncoherent page (CLFLUSHOPT each line, then SFENCE) on the source before
+//! reading it and on the destination after writing it. This crate holds no `unsafe` and
+//! knows no instructions: the VMM implements the trait (with
+//! `vmm::cache::flush_dcache_range`), and tests implement it with a recorder.
+
+/// Flushes host cache lines.
+pub trait CacheMaintenance {
+    /// Writes back and invalidates every cache line that covers `bytes`, and returns only
+    /// when the flushes are ordered before later stores (CLFLUSHOPT per line, then SFENCE).
+    /// `bytes` is guest memory in place, never a copy.
+    fn flush_range(&self, bytes: &[u8]);
+}

@@ -1,0 +1,425 @@
+//! The destination: a state machine that accepts chunks only in the legal order, verifies
+//! each against the declared configuration, stages everything in its own buffers, and hands
+//! back a [`VmImage`] only after `End` verified. Until then nothing of the caller's is
+//! touched, so a failed restore or migration leaves the destination empty.
+//!
+//! ```text
+//!              VmConfig                     End (verified)
+//!  AwaitConfig ---------> Body ---------------------------> Closed (image handed over)
+//!       |                 |  ^
+//!       |                 |  | Pages | Vcpu | Device | RegionSkipped
+//!       |                 +--+
+//!       | anything else   | any error, or a chunk out of order
+//!       +-----------------+--------------------------------> Closed (error, no image)
+//! ```
+//!
+//! Every allocation is bounded before it is made: staging memory by [`Limits::max_memory`]
+//! (checked against the configuration before allocating), vCPU slots by
+//! [`Limits::max_vcpus`], devices by [`MAX_DEVICES`]; pages only ever overwrite staged
+//! memory.
+
+mod image;
+
+pub use image::{InstallError, Installed, RegionContents, RegionImage, VmImage};
+
+use std::io::Read;
+
+use crate::bitmap::DirtyBitmap;
+use crate::error::StreamError;
+use crate::format::{
+    ChunkKind, DeviceState, MAX_DEVICES, MAX_VCPUS, PAGE_SIZE, PageRun, PageSlot, Policy,
+    RegionConfig, StreamHeader, Totals, VcpuState, VmConfig, msr,
+};
+use crate::stream::{Chunk, StreamReader};
+
+/// What a destination accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of guest memory (summed over the regions that carry pages).
+    pub max_memory: u64,
+    /// Most vCPUs.
+    pub max_vcpus: u32,
+}
+
+impl Default for Limits {
+    /// 16 GiB and the format's vCPU cap.
+    fn default() -> Self {
+        Limits {
+            max_memory: 16 << 30,
+            max_vcpus: MAX_VCPUS,
+        }
+    }
+}
+
+/// Reads chunks from `reader` into a [`Destination`] until `End` verifies.
+pub fn receive<R: Read>(
+    reader: &mut StreamReader<R>,
+    limits: Limits,
+) -> Result<VmImage, StreamError> {
+    let mut destination = Destination::new(reader.header().clone(), limits);
+    loop {
+        let offset = reader.position();
+        let chunk = reader.next_chunk()?;
+        if let Some(image) = destination.accept(chunk, offset)? {
+            return Ok(image);
+        }
+    }
+}
+
+/// The receiving state machine (see the module documentation).
+#[derive(Debug)]
+pub struct Destination {
+    header: StreamHeader,
+    limits: Limits,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitConfig,
+    Body(Box<Body>),
+    Closed,
+}
+
+/// Everything staged after the configuration.
+#[derive(Debug)]
+struct Body {
+    config: VmConfig,
+    staging: Vec<Staging>,
+    vcpus: Vec<Option<VcpuState>>,
+    devices: Vec<DeviceState>,
+    pages: u64,
+    newest_round: Option<u32>,
+}
+
+/// One region's staged contents and counts.
+#[derive(Debug)]
+struct Staging {
+    /// The region's bytes; empty for a `skip` region.
+    memory: Vec<u8>,
+    /// Pages received at least once.
+    received: DirtyBitmap,
+    data_pages: u64,
+    zero_pages: u64,
+    skip_announced: bool,
+}
+
+const BODY_CHUNKS: &str = "Pages, Vcpu, Device, RegionSkipped or End";
+
+impl Destination {
+    /// A destination for a stream whose header was read and checked.
+    pub fn new(header: StreamHeader, limits: Limits) -> Self {
+        Destination {
+            header,
+            limits,
+            phase: Phase::AwaitConfig,
+        }
+    }
+
+    /// Accepts the chunk that started at stream offset `offset`. Returns the image once
+    /// `End` verified. After an error, or after the image, every chunk is refused.
+    pub fn accept(&mut self, chunk: Chunk, offset: u64) -> Result<Option<VmImage>, StreamError> {
+        let found = chunk.kind();
+        // Closed unless a step below succeeds and reopens it.
+        match (std::mem::replace(&mut self.phase, Phase::Closed), chunk) {
+            (Phase::AwaitConfig, Chunk::VmConfig(config)) => {
+                self.phase = Phase::Body(Box::new(Body::new(config, self.limits)?));
+                Ok(None)
+            }
+            (Phase::AwaitConfig, _) => Err(StreamError::OutOfOrder {
+                found,
+                expected: "VmConfig",
+            }),
+            (Phase::Body(body), Chunk::End(totals)) => {
+                Ok(Some(body.finish(self.header.clone(), &totals, offset)?))
+            }
+            (Phase::Body(_), Chunk::VmConfig(_)) => Err(StreamError::OutOfOrder {
+                found,
+                expected: BODY_CHUNKS,
+            }),
+            (Phase::Body(mut body), chunk) => {
+                body.accept(chunk)?;
+                self.phase = Phase::Body(body);
+                Ok(None)
+            }
+            (Phase::Closed, _) => Err(StreamError::OutOfOrder {
+                found,
+                expected: "nothing: the stream was finished or refused",
+            }),
+        }
+    }
+}
+
+impl Body {
+    fn new(config: VmConfig, limits: Limits) -> Result<Self, StreamError> {
+        config.validate()?;
+        if let Some(r) = config.regions.iter().find(|r| r.policy == Policy::Refuse) {
+            return Err(StreamError::RefusedRegion {
+                region: r.name.clone(),
+            });
+        }
+        if config.vcpu_count > limits.max_vcpus {
+            return Err(StreamError::VcpuLimit {
+                declared: config.vcpu_count,
+                limit: limits.max_vcpus,
+            });
+        }
+        // Regions do not wrap (validated), but their sum could; saturate, it is over anyway.
+        let needed = config
+            .regions
+            .iter()
+            .filter(|r| r.carries_pages())
+            .fold(0u64, |sum, r| sum.saturating_add(r.size));
+        if needed > limits.max_memory {
+            return Err(StreamError::MemoryLimit {
+                needed,
+                limit: limits.max_memory,
+            });
+        }
+        let staging = config
+            .regions
+            .iter()
+            .map(|r| Staging {
+                memory: if r.carries_pages() {
+                    vec![0; r.size as usize]
+                } else {
+                    Vec::new()
+                },
+                received: DirtyBitmap::new(r.pages()),
+                data_pages: 0,
+                zero_pages: 0,
+                skip_announced: false,
+            })
+            .collect();
+        Ok(Body {
+            vcpus: vec![None; config.vcpu_count as usize],
+            config,
+            staging,
+            devices: Vec::new(),
+            pages: 0,
+            newest_round: None,
+        })
+    }
+
+    /// The position and declaration of region `id`.
+    fn region(&self, id: u32, kind: ChunkKind) -> Result<(usize, &RegionConfig), StreamError> {
+        self.config
+            .regions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.id == id)
+            .ok_or(StreamError::UnknownRegion { kind, region: id })
+    }
+
+    fn accept(&mut self, chunk: Chunk) -> Result<(), StreamError> {
+        match chunk {
+            Chunk::Pages(run) => self.pages(&run),
+            Chunk::Vcpu(vcpu) => self.vcpu(*vcpu),
+            Chunk::Device(device) => self.device(device),
+            Chunk::RegionSkipped { region } => self.skipped(region),
+            // `Destination::accept` routes these two itself.
+            Chunk::VmConfig(_) | Chunk::End(_) => Err(StreamError::OutOfOrder {
+                found: chunk.kind(),
+                expected: BODY_CHUNKS,
+            }),
+        }
+    }
+
+    fn pages(&mut self, run: &PageRun) -> Result<(), StreamError> {
+        let (i, region) = self.region(run.region, ChunkKind::Pages)?;
+        if !region.carries_pages() {
+            return Err(StreamError::PagesForSkippedRegion {
+                region: region.name.clone(),
+            });
+        }
+        let pages = region.pages();
+        if let Some(previous) = self.newest_round
+            && run.round < previous
+        {
+            return Err(StreamError::RoundWentBack {
+                round: run.round,
+                previous,
+            });
+        }
+        self.newest_round = Some(run.round);
+        let staging = &mut self.staging[i];
+        for (index, slot) in run.pages() {
+            if index >= pages {
+                return Err(StreamError::PageOutOfRange {
+                    region: run.region,
+                    index,
+                    pages,
+                });
+            }
+            let at = index as usize * PAGE_SIZE;
+            let page = &mut staging.memory[at..at + PAGE_SIZE];
+            match slot {
+                // A page sent again may have become zero: the marker overwrites it.
+                PageSlot::Zero => {
+                    page.fill(0);
+                    staging.zero_pages += 1;
+                }
+                PageSlot::Data(data) => {
+                    page.copy_from_slice(data);
+                    staging.data_pages += 1;
+                }
+            }
+            staging.received.set(index);
+        }
+        self.pages += run.len() as u64;
+        Ok(())
+    }
+
+    fn vcpu(&mut self, vcpu: VcpuState) -> Result<(), StreamError> {
+        let count = self.config.vcpu_count;
+        let slot = self
+            .vcpus
+            .get_mut(vcpu.id as usize)
+            .ok_or(StreamError::VcpuOutOfRange { id: vcpu.id, count })?;
+        if slot.is_some() {
+            return Err(StreamError::DuplicateVcpu { id: vcpu.id });
+        }
+        let mut indexes: Vec<u32> = vcpu.msrs.iter().map(|m| m.index).collect();
+        indexes.sort_unstable();
+        if let Some(pair) = indexes.windows(2).find(|p| p[0] == p[1]) {
+            return Err(StreamError::DuplicateMsr {
+                vcpu: vcpu.id,
+                msr: pair[0],
+            });
+        }
+        if let Some(&missing) = msr::REQUIRED
+            .iter()
+            .find(|&&m| indexes.binary_search(&m).is_err())
+        {
+            return Err(StreamError::MissingMsr {
+                vcpu: vcpu.id,
+                msr: missing,
+            });
+        }
+        *slot = Some(vcpu);
+        Ok(())
+    }
+
+    fn device(&mut self, device: DeviceState) -> Result<(), StreamError> {
+        if self.devices.iter().any(|d| d.name == device.name) {
+            return Err(StreamError::DuplicateDevice { name: device.name });
+        }
+        if self.devices.len() >= MAX_DEVICES {
+            return Err(StreamError::TooManyDevices { cap: MAX_DEVICES });
+        }
+        self.devices.push(device);
+        Ok(())
+    }
+
+    fn skipped(&mut self, id: u32) -> Result<(), StreamError> {
+        let (i, region) = self.region(id, ChunkKind::RegionSkipped)?;
+        if region.policy != Policy::Skip {
+            return Err(StreamError::SkipForCopiedRegion {
+                region: region.name.clone(),
+                policy: region.policy,
+            });
+        }
+        if self.staging[i].skip_announced {
+            return Err(StreamError::DuplicateSkip {
+                region: region.name.clone(),
+            });
+        }
+        self.staging[i].skip_announced = true;
+        Ok(())
+    }
+
+    /// Verifies completeness and the totals, then builds the image.
+    fn finish(
+        self,
+        header: StreamHeader,
+        totals: &Totals,
+        offset: u64,
+    ) -> Result<VmImage, StreamError> {
+        for (region, staging) in self.config.regions.iter().zip(&self.staging) {
+            if region.policy == Policy::Skip && !staging.skip_announced {
+                return Err(StreamError::SkipNotAnnounced {
+                    region: region.name.clone(),
+                });
+            }
+            if region.carries_pages()
+                && let Some(index) = staging.received.first_clear()
+            {
+                return Err(StreamError::MissingPage {
+                    region: region.name.clone(),
+                    index,
+                });
+            }
+        }
+        if let Some(id) = self.vcpus.iter().position(Option::is_none) {
+            return Err(StreamError::MissingVcpu { id: id as u32 });
+        }
+        self.check_totals(totals, offset)?;
+
+        let vcpus = self.vcpus.into_iter().flatten().collect();
+        let regions = self
+            .config
+            .regions
+            .into_iter()
+            .zip(self.staging)
+            .map(|(config, staging)| RegionImage {
+                contents: if config.carries_pages() {
+                    RegionContents::Memory(staging.memory)
+                } else {
+                    RegionContents::Recreate
+                },
+                config,
+            })
+            .collect();
+        Ok(VmImage {
+            header,
+            vcpu_count: self.config.vcpu_count,
+            regions,
+            vcpus,
+            devices: self.devices,
+        })
+    }
+
+    fn check_totals(&self, totals: &Totals, offset: u64) -> Result<(), StreamError> {
+        let check = |what, declared: u64, received: u64| {
+            if declared == received {
+                Ok(())
+            } else {
+                Err(StreamError::TotalsMismatch {
+                    what,
+                    declared,
+                    received,
+                })
+            }
+        };
+        // A final round with nothing dirty sends no page, so the rounds seen may be fewer
+        // than declared, never more.
+        let rounds_seen = self.newest_round.map_or(0, |r| u64::from(r) + 1);
+        if rounds_seen > u64::from(totals.rounds) {
+            check("rounds", totals.rounds.into(), rounds_seen)?;
+        }
+        check("vcpus", totals.vcpus.into(), self.vcpus.len() as u64)?;
+        check("devices", totals.devices.into(), self.devices.len() as u64)?;
+        let skipped = self.staging.iter().filter(|s| s.skip_announced).count();
+        check("skipped regions", totals.skipped.into(), skipped as u64)?;
+        check("pages", totals.pages, self.pages)?;
+        check("stream bytes", totals.stream_bytes, offset)?;
+        let copied: Vec<(&RegionConfig, &Staging)> = self
+            .config
+            .regions
+            .iter()
+            .zip(&self.staging)
+            .filter(|(r, _)| r.carries_pages())
+            .collect();
+        check(
+            "region totals",
+            totals.regions.len() as u64,
+            copied.len() as u64,
+        )?;
+        for (declared, (region, staging)) in totals.regions.iter().zip(copied) {
+            check("region id", declared.id.into(), region.id.into())?;
+            check("data pages", declared.data_pages, staging.data_pages)?;
+            check("zero pages", declared.zero_pages, staging.zero_pages)?;
+        }
+        Ok(())
+    }
+}

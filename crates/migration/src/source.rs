@@ -1,0 +1,79 @@
+//! What the pre-copy engine and the snapshot writer need from a running VM: its
+//! configuration, its pages in place, its dirty log, pause and resume, and the states of its
+//! vCPUs and devices. The VMM implements [`MigrationSource`] over KVM; tests implement it
+//! with a fake guest that keeps writing.
+
+use std::error::Error;
+use std::fmt;
+
+use crate::bitmap::DirtyBitmap;
+use crate::format::{DeviceState, SourceFacts, VcpuState, VmConfig};
+
+/// A failure of the source VM's own operations (an ioctl, a device model), kept opaque.
+#[derive(Debug)]
+pub struct SourceError(Box<dyn Error + Send + Sync>);
+
+impl SourceError {
+    /// Wraps the source's error.
+    pub fn new(error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        SourceError(error.into())
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Error for SourceError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// A VM that can be snapshotted or migrated.
+pub trait MigrationSource {
+    /// Facts about the host, for the stream header.
+    fn facts(&self) -> SourceFacts;
+
+    /// The VM's configuration, with the policy the user chose for each noncoherent region
+    /// (see [`crate::format::RegionConfig::noncoherent`] for the default).
+    fn config(&self) -> VmConfig;
+
+    /// Page `index` of region `region`, in place: exactly
+    /// [`PAGE_SIZE`](crate::format::PAGE_SIZE) bytes of guest memory (not a copy), because
+    /// the `flush` policy flushes the host cache lines of these very bytes before they are
+    /// copied. The guest may be running: a page it changes during the copy is in the next
+    /// dirty log and is sent again.
+    fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError>;
+
+    /// Starts recording writes to guest memory (KVM's dirty log and the device model's
+    /// own tracking: KVM does not see device DMA).
+    fn start_dirty_log(&mut self) -> Result<(), SourceError>;
+
+    /// Takes the pages of `region` written since the last call (or since
+    /// [`start_dirty_log`](Self::start_dirty_log)) and clears them: the union of KVM's log
+    /// and the device model's. An implementation that fails after taking one of the two
+    /// puts it back, so no dirty bit is ever lost.
+    fn dirty_pages(&mut self, region: u32) -> Result<DirtyBitmap, SourceError>;
+
+    /// Puts bits taken by [`dirty_pages`](Self::dirty_pages) back into the log: called
+    /// when a migration fails, since what it took was delivered nowhere.
+    fn return_dirty_pages(&mut self, region: u32, pages: &DirtyBitmap);
+
+    /// Stops recording writes.
+    fn stop_dirty_log(&mut self);
+
+    /// Stops the vCPUs (and device activity) so that memory no longer changes.
+    fn pause(&mut self) -> Result<(), SourceError>;
+
+    /// Lets the guest run again.
+    fn resume(&mut self) -> Result<(), SourceError>;
+
+    /// Every vCPU's state, taken while paused.
+    fn vcpu_states(&mut self) -> Result<Vec<VcpuState>, SourceError>;
+
+    /// Every device's state, taken while paused.
+    fn device_states(&mut self) -> Result<Vec<DeviceState>, SourceError>;
+}

@@ -1,0 +1,186 @@
+//! Live migration over one TCP connection: [`send`] runs the pre-copy engine against a
+//! listening destination, [`receive`] accepts one migration and returns the verified image
+//! only after the source committed. Both ends set read and write timeouts, so a silent
+//! peer is an error, never a hang.
+
+use std::io::{self, BufReader, BufWriter, Read};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::cache::CacheMaintenance;
+use crate::destination::{self, Limits, VmImage};
+use crate::error::{EncodeError, StreamError};
+use crate::format::Status;
+use crate::precopy::{MigrationError, PrecopyOptions, Progress, Summary, migrate, sendable_config};
+use crate::source::MigrationSource;
+use crate::stream::StreamReader;
+
+/// How much a refusing destination reads and discards after its NAK, so that the source's
+/// pending writes do not turn into a connection reset that would destroy the NAK in flight.
+const DRAIN_LIMIT: u64 = 8 << 20;
+
+/// Options of the sending side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// When to stop pre-copying.
+    pub precopy: PrecopyOptions,
+    /// How long to try to connect.
+    pub connect_timeout: Duration,
+    /// The longest a single read or write may block (a silent destination fails the
+    /// migration after this).
+    pub io_timeout: Duration,
+}
+
+impl Default for SendOptions {
+    /// Default pre-copy, 5 s to connect, 30 s per read or write.
+    fn default() -> Self {
+        SendOptions {
+            precopy: PrecopyOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Options of the receiving side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// What the destination accepts.
+    pub limits: Limits,
+    /// The longest a single read or write may block.
+    pub io_timeout: Duration,
+}
+
+impl Default for ReceiveOptions {
+    /// Default limits, 30 s per read or write.
+    fn default() -> Self {
+        ReceiveOptions {
+            limits: Limits::default(),
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a destination produced no image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
+    /// No connection could be accepted or configured.
+    #[error("accepting the migration connection: {kind}")]
+    Accept {
+        /// The I/O error's kind.
+        kind: io::ErrorKind,
+    },
+    /// The stream was refused (the source was told why).
+    #[error("refused the migration stream: {0}")]
+    Stream(StreamError),
+    /// The ACK could not be sent; the source will resume its guest.
+    #[error("sending the ACK: {0}")]
+    Ack(EncodeError),
+    /// The source did not commit after the ACK; it may be running the guest.
+    #[error("the source did not commit: {0}")]
+    NoCommit(StreamError),
+    /// The source answered the ACK with something other than COMMIT.
+    #[error("the source answered the ACK with {0:?} instead of COMMIT")]
+    NotCommit(Status),
+}
+
+/// Migrates `source` to the destination listening at `addr`. A `refuse` region fails the
+/// migration before connecting; any later failure resumes the guest (see
+/// [`crate::precopy`]). On success the guest is left paused.
+pub fn send(
+    addr: impl ToSocketAddrs,
+    source: &mut dyn MigrationSource,
+    cache: &dyn CacheMaintenance,
+    options: &SendOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Summary, MigrationError> {
+    sendable_config(source)?;
+    let stream = connect(addr, options)?;
+    migrate(
+        BufWriter::with_capacity(1 << 16, &stream),
+        BufReader::new(&stream),
+        source,
+        cache,
+        &options.precopy,
+        progress,
+    )
+}
+
+/// Connects to the first address that answers and sets the timeouts.
+fn connect(addr: impl ToSocketAddrs, options: &SendOptions) -> Result<TcpStream, MigrationError> {
+    let failed = |addr: String| {
+        move |e: io::Error| MigrationError::Connect {
+            addr,
+            kind: e.kind(),
+        }
+    };
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(failed("(unresolved)".into()))?;
+    let mut last = MigrationError::Connect {
+        addr: "(no address)".into(),
+        kind: io::ErrorKind::NotFound,
+    };
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, options.connect_timeout) {
+            Ok(stream) => {
+                stream
+                    .set_write_timeout(Some(options.io_timeout))
+                    .and_then(|()| stream.set_read_timeout(Some(options.io_timeout)))
+                    .and_then(|()| stream.set_nodelay(true))
+                    .map_err(failed(a.to_string()))?;
+                return Ok(stream);
+            }
+            Err(e) => last = failed(a.to_string())(e),
+        }
+    }
+    Err(last)
+}
+
+/// Accepts one migration on `listener` and returns its image once it verified and the
+/// source committed. On any failure the source is told why (when the connection still
+/// works) and nothing is returned.
+pub fn receive(listener: &TcpListener, options: &ReceiveOptions) -> Result<VmImage, ReceiveError> {
+    let accept = |e: io::Error| ReceiveError::Accept { kind: e.kind() };
+    let (stream, _) = listener.accept().map_err(accept)?;
+    stream
+        .set_read_timeout(Some(options.io_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(options.io_timeout)))
+        .map_err(accept)?;
+    serve(&stream, options.limits)
+}
+
+/// Receives one migration on an accepted connection (whose timeouts the caller set), as
+/// [`receive`] does.
+pub fn serve(stream: &TcpStream, limits: Limits) -> Result<VmImage, ReceiveError> {
+    let outcome =
+        StreamReader::open(BufReader::with_capacity(1 << 20, stream)).and_then(|mut reader| {
+            let image = destination::receive(&mut reader, limits)?;
+            Ok((image, reader))
+        });
+    let (image, reader) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            refuse(stream, &error);
+            return Err(ReceiveError::Stream(error));
+        }
+    };
+    Status::Ack
+        .write_to(&mut &*stream)
+        .map_err(ReceiveError::Ack)?;
+    // The buffered reader may hold bytes past `End`; the COMMIT is read through it.
+    match Status::read_from(&mut reader.into_inner()) {
+        Ok(Status::Commit) => Ok(image),
+        Ok(other) => Err(ReceiveError::NotCommit(other)),
+        Err(error) => Err(ReceiveError::NoCommit(error)),
+    }
+}
+
+/// Tells the source why (best effort: the connection may be gone), then reads what it
+/// still sends for a bounded while, so that the NAK arrives before any reset.
+fn refuse(stream: &TcpStream, error: &StreamError) {
+    // Errors are ignored here: the refusal stands whether or not the source hears it.
+    let _ = Status::nak(&error.to_string()).write_to(&mut &*stream);
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = io::copy(&mut stream.take(DRAIN_LIMIT), &mut io::sink());
+}
