@@ -1,37 +1,15 @@
 //! `ncdma explain`: the command-line contract of design.md, run through the built binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn ncdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncdma"))
-        .args(args)
-        .output()
-        .expect("the ncdma binary runs")
-}
+use common::{json, ncdma};
 
 fn explain_json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["explain"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let out = ncdma(&all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+    json(&[&["explain"], args].concat())
 }
 
-/// A bad value: exit 2, nothing on stdout, exactly one line on stderr naming the culprit.
 fn assert_bad_input(args: &[&str], culprit: &str) {
-    let mut all = vec!["explain"];
-    all.extend_from_slice(args);
-    let out = ncdma(&all);
-    assert_eq!(out.status.code(), Some(2), "{args:?}");
-    assert!(out.stdout.is_empty(), "{args:?}");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-    assert!(err.contains(culprit), "{args:?}: {err}");
+    common::assert_bad_input(&[&["explain"], args].concat(), culprit);
 }
 
 #[test]

@@ -2,17 +2,14 @@
 //! whatever it found; 1 when the KVM device cannot be opened or is not one; 2 for bad
 //! arguments.
 
+mod common;
+
+use common::ncdma;
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn ncdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncdma"))
-        .args(args)
-        .output()
-        .expect("the ncdma binary runs")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()

@@ -1,13 +1,8 @@
 //! `ncdma replay` and `ncdma bench`: exit codes and output through the built binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn ncdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncdma"))
-        .args(args)
-        .output()
-        .expect("the ncdma binary runs")
-}
+use common::ncdma;
 
 fn example(name: &str) -> String {
     format!(

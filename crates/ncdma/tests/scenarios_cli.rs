@@ -1,15 +1,12 @@
 //! `ncdma scenarios`, `ncdma run` and `ncdma demo` through the built binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-fn ncdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncdma"))
-        .args(args)
-        .output()
-        .expect("the ncdma binary runs")
-}
+use common::ncdma;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8")
