@@ -19,11 +19,6 @@ fn parse_kernel(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn parse_vendor(s: &str) -> Result<Vendor, String> {
-    s.parse()
-        .map_err(|e: kvm_model::ProfileError| e.to_string())
-}
-
 fn parse_slot_flags(s: &str) -> Result<MemslotFlags, String> {
     MemslotFlags::parse_list(s).map_err(|e| e.to_string())
 }
@@ -36,7 +31,7 @@ pub(crate) struct ExplainArgs {
     #[arg(long, value_name = "P", value_parser = parse_kernel)]
     pub kernel: String,
     /// CPU vendor.
-    #[arg(long, value_name = "intel|amd", value_parser = parse_vendor)]
+    #[arg(long, value_name = "intel|amd")]
     pub vendor: Vendor,
     /// The CPU lacks self-snoop (CPUID.1:EDX[27]).
     #[arg(long)]

@@ -25,8 +25,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub all_profiles: bool,
     /// CPU vendor (default: the scenario's `[vm] vendor`).
-    #[arg(long, value_name = "intel|amd", value_parser = PossibleValuesParser::new(["intel", "amd"]))]
-    pub vendor: Option<String>,
+    #[arg(long, value_name = "intel|amd")]
+    pub vendor: Option<Vendor>,
     /// Also draw the guest-physical address space of every run into FILE (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
@@ -34,12 +34,7 @@ pub(crate) struct RunArgs {
 
 /// The runs asked for: the matrix, or the one profile.
 fn runs(scenario: &Scenario, args: &RunArgs) -> Result<Vec<RunReport>, CliError> {
-    let vendor: Option<Vendor> = args
-        .vendor
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: kvm_model::ProfileError| CliError::BadInput(e.to_string()))?;
+    let vendor = args.vendor;
     let bad = |e: &dyn std::fmt::Display| CliError::BadInput(format!("{}: {e}", scenario.name));
     if args.all_profiles {
         let vendors = vendor.map_or_else(|| vec![Vendor::Intel, Vendor::Amd], |v| vec![v]);
