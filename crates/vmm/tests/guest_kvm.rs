@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use memtype::mtrr::{MSR_MTRR_DEF_TYPE, MSR_MTRR_FIX_64K_00000};
 use memtype::pat::{MSR_IA32_CR_PAT, PAT_LINUX_DEFAULT, PAT_RESET_VALUE};
+use uapi::SlotId;
 use vmm::guest::empirical::{self, Verdict};
 use vmm::guest::layout::{IDT_GPA, SYSTEM_END};
 use vmm::guest::vm::CR0_CD;
-use vmm::guest::{GuestError, GuestMapping, GuestOp, GuestVm, HostRegion, Program};
-use vmm::mmap::AnonMapping;
+use vmm::guest::{GuestError, GuestMapping, GuestOp, GuestVm, Program};
+use vmm::region::{Coherence, GuestRegion, RegionKind};
+use vmm::strategy::{Mechanism, Policy};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// The first page above the system area, where test programs map their data.
@@ -297,26 +299,18 @@ fn a_program_that_does_not_end_is_stopped_at_its_deadline() {
 
 #[test]
 fn an_extra_region_is_reachable_through_its_own_slot() {
-    let len = 0x20_0000;
-    // Made before the VM, so dropped after it.
-    let region = AnonMapping::new(len).unwrap();
     let Some(mut vm) = vm(4 << 20) else { return };
+    let len = 0x20_0000;
     let gpa = 0x1_0000_0000;
-    // SAFETY: `region` outlives `vm` and no Rust reference into it exists while programs run.
-    unsafe {
-        vm.add_region(HostRegion {
-            slot: 1,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: len as u64,
-            userspace_addr: region.addr(),
-        })
-    }
-    .unwrap();
+    let bar =
+        GuestRegion::new("bar", gpa, len, RegionKind::DeviceBar, Coherence::Coherent).unwrap();
+    let slot = vm.add_region(bar).unwrap();
+    // Slot 0 is the main memory's; regions start above it.
+    assert_eq!(slot, SlotId { as_id: 0, id: 1 });
     let program = Program {
         mappings: vec![GuestMapping {
             gpa,
-            len: len as u64,
+            len,
             pat_index: 0,
         }],
         ops: vec![
@@ -333,21 +327,84 @@ fn an_extra_region_is_reachable_through_its_own_slot() {
         ..Program::default()
     };
     assert_eq!(vm.run(&program, TIMEOUT).unwrap().results, [42]);
-    // SAFETY: the mapping is `len` bytes and the vCPU is not running.
-    let stored = unsafe { *((region.addr() + 0x1000) as *const u64) };
-    assert_eq!(stored, 42);
-    // Slot 0 is the main memory's.
-    // SAFETY: refused before any ioctl.
-    let slot0 = unsafe {
-        vm.add_region(HostRegion {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: len as u64,
-            userspace_addr: region.addr(),
-        })
+    // The VMM's own mapping sees the guest's store (as a device model's DMA read would).
+    let bytes = vm.region_bytes(slot).unwrap();
+    assert_eq!(bytes[0x1000..0x1008], 42u64.to_le_bytes());
+    // And the guest sees the VMM's write.
+    vm.region_bytes_mut(slot).unwrap()[0x2000..0x2008].copy_from_slice(&7u64.to_le_bytes());
+    let load = Program {
+        ops: vec![GuestOp::Load {
+            gpa: gpa + 0x2000,
+            len: 8,
+        }],
+        ..program
     };
-    assert_eq!(slot0, Err(GuestError::ReservedSlot));
+    assert_eq!(vm.run(&load, TIMEOUT).unwrap().results, [7]);
+}
+
+/// A noncoherent BAR goes through the strategy chain on the guest's own VM: on a kernel
+/// without the proposals and under the default policy nothing safe is left, so it is
+/// refused with every step's reason; with `allow_unsafe` it is a plain slot marked unsafe
+/// that the guest reaches like any other.
+#[test]
+fn a_noncoherent_bar_is_registered_through_the_strategy_chain() {
+    let Some(mut strict) = vm(4 << 20) else {
+        return;
+    };
+    let gpa = 0x1_0000_0000;
+    let bar = || {
+        GuestRegion::new(
+            "gpu-bar",
+            gpa,
+            0x20_0000,
+            RegionKind::DeviceBar,
+            Coherence::NoncoherentDma,
+        )
+        .unwrap()
+    };
+    let probe = strict.add_region(bar());
+    let mut lenient = GuestVm::with_policy(
+        4 << 20,
+        Policy {
+            allow_unsafe: true,
+            ..Policy::default()
+        },
+    )
+    .unwrap();
+    let slot = lenient.add_region(bar()).unwrap();
+    let registration = lenient.registration(slot).unwrap().clone();
+    match probe {
+        // This host: no flag, no device, no quirk that helps, shadow paging.
+        Err(err) => {
+            assert!(err.to_string().contains("gpu-bar"), "{err}");
+            assert_eq!(registration.mechanism, Mechanism::Unsafe);
+            assert!(!registration.is_safe());
+        }
+        // A kernel that offers something safe gives both VMs the same mechanism.
+        Ok(strict_slot) => {
+            let strict_registration = strict.registration(strict_slot).unwrap();
+            assert_eq!(strict_registration.mechanism, registration.mechanism);
+            assert!(registration.is_safe());
+        }
+    }
+    let program = Program {
+        mappings: vec![GuestMapping {
+            gpa,
+            len: 0x20_0000,
+            pat_index: 1,
+        }],
+        ops: vec![
+            GuestOp::Store {
+                gpa,
+                value: 0x5a,
+                len: 8,
+            },
+            GuestOp::Sfence,
+            GuestOp::Load { gpa, len: 8 },
+        ],
+        ..Program::default()
+    };
+    assert_eq!(lenient.run(&program, TIMEOUT).unwrap().results, [0x5a]);
 }
 
 /// What this host's KVM reports for the cache-control state, measured (kernel 6.18,

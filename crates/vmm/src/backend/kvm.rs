@@ -101,6 +101,19 @@ impl RealKvm {
         })
     }
 
+    /// The system fd (`/dev/kvm`): what a VMM needs besides the VM's ioctls, e.g.
+    /// `KVM_GET_SUPPORTED_CPUID` for its vCPUs.
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// The VM fd, for the ioctls the [`Backend`] trait does not carry (creating vCPUs).
+    /// Memslots must still go through the trait, which keeps the slot sizes `get_dirty_log`
+    /// needs.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm
+    }
+
     fn device(&self, dev: DeviceHandle) -> std::result::Result<&DeviceFd, Errno> {
         self.devices.get(&dev.0).ok_or(Errno::EBADF)
     }

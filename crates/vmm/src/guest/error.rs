@@ -36,9 +36,6 @@ pub enum GuestError {
         /// `mmap`'s errno.
         errno: Errno,
     },
-    /// Slot 0 holds the main memory; an extra region cannot use it.
-    #[error("memslot 0 is the guest's main memory")]
-    ReservedSlot,
     /// `KVM_SET_USER_MEMORY_REGION` failed.
     #[error("KVM_SET_USER_MEMORY_REGION (slot {slot}) failed: {errno}")]
     SetUserMemoryRegion {

@@ -30,4 +30,4 @@ pub use error::GuestError;
 pub use exceptions::GuestFault;
 pub use program::{GuestMapping, GuestOp, Program, ProgramError};
 pub use run::GuestRun;
-pub use vm::{CacheState, GuestVm, HostRegion};
+pub use vm::{CacheState, GuestVm};

@@ -1,38 +1,29 @@
 //! [`GuestVm`]: a VM with one vCPU and guest memory on the host's `/dev/kvm`, made to run
 //! [`Program`](super::program::Program)s (see [`GuestVm::run`]), and the vCPU's
 //! cache-control state read back through the uAPI.
+//!
+//! The VM is a [`RealKvm`] backend: its main memory is slot 0, and every other region goes
+//! through [`region::GuestMemory`], so a noncoherent BAR is registered by the same strategy
+//! chain (and flushed the same way) as anywhere else in the VMM.
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, Msrs, kvm_msr_entry, kvm_userspace_memory_region};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::VcpuFd;
 use memtype::mtrr::{MSR_MTRR_DEF_TYPE, MSR_MTRR_FIX_64K_00000};
 use memtype::pat::MSR_IA32_CR_PAT;
-use uapi::Errno;
+use uapi::{Errno, SlotId};
 
 use super::error::GuestError;
 use super::layout::{PAGE_SIZE, SYSTEM_END};
 use super::memory::GuestMemory;
+use crate::backend::{Backend, BackendError, RealKvm};
+use crate::region::{self, GuestRegion, RegionError};
+use crate::strategy::{Policy, Registration};
 
 /// CR0.CD: caching disabled.
 pub const CR0_CD: u64 = 1 << 30;
 
 pub(super) fn errno(e: vmm_sys_util::errno::Error) -> Errno {
     Errno(e.errno())
-}
-
-/// A region of host memory mapped into the guest besides the main memory, e.g. a device
-/// BAR: the fields of `kvm_userspace_memory_region`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostRegion {
-    /// The memslot; not 0 (the main memory).
-    pub slot: u32,
-    /// `KVM_MEM_*` flags.
-    pub flags: u32,
-    /// Where the guest sees it.
-    pub guest_phys_addr: u64,
-    /// Bytes.
-    pub memory_size: u64,
-    /// The host address of the first byte.
-    pub userspace_addr: u64,
 }
 
 /// The vCPU's cache-control state as `KVM_GET_MSRS` and `KVM_GET_SREGS` report it.
@@ -51,8 +42,10 @@ pub struct CacheState {
 /// A VM with one vCPU, its main memory in slot 0 from GPA 0, and any extra regions.
 #[derive(Debug)]
 pub struct GuestVm {
-    pub(super) vm: VmFd,
     pub(super) vcpu: VcpuFd,
+    // Field order is drop order: `regions` owns the VM, which must close before the main
+    // memory its slot 0 points into is unmapped.
+    regions: region::GuestMemory,
     pub(super) memory: GuestMemory,
 }
 
@@ -76,16 +69,21 @@ impl GuestVm {
     /// # Ok::<(), vmm::guest::GuestError>(())
     /// ```
     pub fn new(memory_size: u64) -> Result<GuestVm, GuestError> {
+        GuestVm::with_policy(memory_size, Policy::default())
+    }
+
+    /// As [`GuestVm::new`], registering noncoherent regions under `policy`.
+    pub fn with_policy(memory_size: u64, policy: Policy) -> Result<GuestVm, GuestError> {
         if memory_size < SYSTEM_END || !memory_size.is_multiple_of(PAGE_SIZE) {
             return Err(GuestError::MemorySize {
                 size: memory_size,
                 min: SYSTEM_END,
             });
         }
-        let kvm = Kvm::new().map_err(|e| GuestError::OpenKvm(errno(e)))?;
-        let vm = kvm
-            .create_vm()
-            .map_err(|e| GuestError::CreateVm(errno(e)))?;
+        let mut kvm = RealKvm::open().map_err(|e| match e {
+            BackendError::OpenKvm(errno) => GuestError::OpenKvm(errno),
+            other => GuestError::CreateVm(other.errno()),
+        })?;
         let memory = GuestMemory::new(memory_size).map_err(|errno| GuestError::MapMemory {
             size: memory_size,
             errno,
@@ -99,48 +97,73 @@ impl GuestVm {
         };
         // SAFETY: the range is `memory`'s own mapping, which lives as long as the VM (both
         // are owned by the returned `GuestVm`, and fields drop in order: the VM first).
-        unsafe { vm.set_user_memory_region(region) }.map_err(|e| {
+        unsafe { kvm.set_user_memory_region(&region) }.map_err(|e| {
             GuestError::SetUserMemoryRegion {
                 slot: 0,
-                errno: errno(e),
+                errno: e.errno(),
             }
         })?;
-        let vcpu = vm
+        let vcpu = kvm
+            .vm_fd()
             .create_vcpu(0)
             .map_err(|e| GuestError::CreateVcpu(errno(e)))?;
         let cpuid = kvm
+            .kvm()
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| GuestError::GetSupportedCpuid(errno(e)))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| GuestError::SetCpuid(errno(e)))?;
-        Ok(GuestVm { vm, vcpu, memory })
+        Ok(GuestVm {
+            vcpu,
+            regions: region::GuestMemory::with_first_slot(Box::new(kvm), policy, 1),
+            memory,
+        })
     }
 
-    /// Maps `region` into the guest with `KVM_SET_USER_MEMORY_REGION`. The program reaches it
-    /// through a [`GuestMapping`](super::program::GuestMapping) of its own.
-    ///
-    /// # Safety
-    ///
-    /// `region.userspace_addr .. + memory_size` must stay mapped, readable and writable in
-    /// this process for as long as this `GuestVm` lives (or until the slot is deleted), and
-    /// must not be memory Rust code holds references into while a program runs.
-    pub unsafe fn add_region(&mut self, region: HostRegion) -> Result<(), GuestError> {
-        if region.slot == 0 {
-            return Err(GuestError::ReservedSlot);
-        }
-        let raw = kvm_userspace_memory_region {
-            slot: region.slot,
-            flags: region.flags,
-            guest_phys_addr: region.guest_phys_addr,
-            memory_size: region.memory_size,
-            userspace_addr: region.userspace_addr,
-        };
-        // SAFETY: the caller guarantees the range's lifetime (this function's `# Safety`).
-        unsafe { self.vm.set_user_memory_region(raw) }.map_err(|e| {
-            GuestError::SetUserMemoryRegion {
-                slot: region.slot,
-                errno: errno(e),
-            }
+    /// Adds `region` in its own memslot (from slot 1 up): a coherent region as a plain
+    /// slot, a noncoherent one populated, flushed and registered through the strategy chain
+    /// under the VM's policy. A program reaches it through a
+    /// [`GuestMapping`](super::program::GuestMapping) of its own.
+    pub fn add_region(&mut self, region: GuestRegion) -> Result<SlotId, RegionError> {
+        self.regions.add_region(region)
+    }
+
+    /// The VM's extra regions and how each noncoherent one was registered.
+    pub fn regions(&self) -> &region::GuestMemory {
+        &self.regions
+    }
+
+    /// How the noncoherent region in `slot` was registered.
+    pub fn registration(&self, slot: SlotId) -> Option<&Registration> {
+        self.regions.registration(slot)
+    }
+
+    /// The VM (the ioctls of the [`Backend`] trait: dirty log, capabilities).
+    pub fn backend(&self) -> &dyn Backend {
+        self.regions.backend()
+    }
+
+    /// The bytes of the region in `slot`, as the VMM's own mapping sees them: how a device
+    /// model reads what the guest wrote (DMA through the VMM's mapping). The vCPU writes
+    /// guest memory only inside [`GuestVm::run`], which needs `&mut self`, so no run overlaps
+    /// this borrow.
+    pub fn region_bytes(&self, slot: SlotId) -> Option<&[u8]> {
+        let region = self.regions.region(slot)?;
+        // SAFETY: the mapping is `size` readable bytes owned by the region, which stays in
+        // `self.regions` for at least the borrow of `self`; no run can write it meanwhile.
+        Some(unsafe {
+            std::slice::from_raw_parts(region.host().addr() as *const u8, region.size() as usize)
+        })
+    }
+
+    /// The bytes of the region in `slot`, writable (a device model's DMA write; same
+    /// reasoning as [`GuestVm::region_bytes`], with the borrow exclusive).
+    pub fn region_bytes_mut(&mut self, slot: SlotId) -> Option<&mut [u8]> {
+        let region = self.regions.region(slot)?;
+        // SAFETY: as in `region_bytes`; `&mut self` makes this the only borrow of the
+        // mapping, which is writable.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(region.host().addr() as *mut u8, region.size() as usize)
         })
     }
 

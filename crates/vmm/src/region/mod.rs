@@ -231,6 +231,9 @@ pub struct GuestMemory {
     backend: Box<dyn Backend>,
     slots: BTreeMap<u16, Slot>,
     policy: Policy,
+    /// The lowest slot id regions get: ids below it belong to the caller (a guest VM's main
+    /// memory is slot 0).
+    first_slot: u16,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -239,6 +242,7 @@ impl fmt::Debug for GuestMemory {
             .field("backend", &self.backend.describe())
             .field("slots", &self.slots)
             .field("policy", &self.policy)
+            .field("first_slot", &self.first_slot)
             .finish()
     }
 }
@@ -263,11 +267,23 @@ impl GuestMemory {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(backend: Box<dyn Backend>, policy: Policy) -> GuestMemory {
+        GuestMemory::with_first_slot(backend, policy, 0)
+    }
+
+    /// As [`GuestMemory::new`] for a backend whose slots below `first_slot` are already
+    /// taken by the caller: regions get ids from `first_slot` up.
+    pub fn with_first_slot(backend: Box<dyn Backend>, policy: Policy, first_slot: u16) -> Self {
         GuestMemory {
             backend,
             slots: BTreeMap::new(),
             policy,
+            first_slot,
         }
+    }
+
+    /// The policy noncoherent regions are registered under.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// The VM.
@@ -279,7 +295,7 @@ impl GuestMemory {
     /// plain memslot, a noncoherent one populated, flushed and registered through the
     /// strategy chain. On failure nothing stays registered and the region is dropped.
     pub fn add_region(&mut self, region: GuestRegion) -> Result<SlotId, RegionError> {
-        let id = (0..=u16::MAX)
+        let id = (self.first_slot..=u16::MAX)
             .find(|id| !self.slots.contains_key(id))
             .ok_or_else(|| RegionError::NoFreeSlot(region.name.clone()))?;
         let slot = SlotId { as_id: 0, id };
