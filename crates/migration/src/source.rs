@@ -46,6 +46,10 @@ pub trait MigrationSource {
     /// the `flush` policy flushes the host cache lines of these very bytes before they are
     /// copied. The guest may be running: a page it changes during the copy is in the next
     /// dirty log and is sent again.
+    ///
+    /// For a `flush` region the engine calls this twice per page: once for the bytes to
+    /// flush, then again for the bytes to copy, so that the read comes after the flush
+    /// (for memory in place the same bytes; a model performs its host read on each call).
     fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError>;
 
     /// Starts recording writes to guest memory (KVM's dirty log and the device model's

@@ -100,23 +100,15 @@ impl<'a, W: Write> Transfer<'a, W> {
         self.run.round = round;
         let mut sent = 0;
         for index in pages {
-            let page = self
-                .source
-                .page(id, index)
-                .map_err(step("reading a guest page"))?;
-            if page.len() != PAGE_SIZE {
-                return Err(MigrationError::BadPage {
-                    region: id,
-                    index,
-                    len: page.len(),
-                });
-            }
             if flush {
                 // The guest's non-snooping writes went to memory; a line the host has
-                // cached may be older. Flush first, then copy.
-                self.cache.flush_range(page);
+                // cached may be older. Flush first, then read.
+                self.cache.flush_range(read_page(self.source, id, index)?);
                 self.regions[region].flushed_pages += 1;
             }
+            // Read after the flush, through a fresh `page` call: for a VM in memory the same
+            // bytes, for a model the host read that the flush must precede.
+            let page = read_page(self.source, id, index)?;
             let elided = self.run.push(index, page)?;
             let summary = &mut self.regions[region];
             if elided {
@@ -210,4 +202,23 @@ impl<'a, W: Write> Transfer<'a, W> {
             regions: self.regions.clone(),
         }
     }
+}
+
+/// Page `index` of region `id` of `source`, checked to be exactly one page long.
+fn read_page(
+    source: &mut dyn MigrationSource,
+    id: u32,
+    index: u32,
+) -> Result<&[u8], MigrationError> {
+    let page = source
+        .page(id, index)
+        .map_err(step("reading a guest page"))?;
+    if page.len() != PAGE_SIZE {
+        return Err(MigrationError::BadPage {
+            region: id,
+            index,
+            len: page.len(),
+        });
+    }
+    Ok(page)
 }
