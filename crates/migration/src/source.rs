@@ -7,6 +7,7 @@ use std::error::Error;
 use std::fmt;
 
 use crate::bitmap::DirtyBitmap;
+use crate::cache::CacheMaintenance;
 use crate::format::{DeviceState, SourceFacts, VcpuState, VmConfig};
 
 /// A failure of the source VM's own operations (an ioctl, a device model), kept opaque.
@@ -46,11 +47,21 @@ pub trait MigrationSource {
     /// the `flush` policy flushes the host cache lines of these very bytes before they are
     /// copied. The guest may be running: a page it changes during the copy is in the next
     /// dirty log and is sent again.
-    ///
-    /// For a `flush` region the engine calls this twice per page: once for the bytes to
-    /// flush, then again for the bytes to copy, so that the read comes after the flush
-    /// (for memory in place the same bytes; a model performs its host read on each call).
     fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError>;
+
+    /// Flushes the host cache lines of page `index` of region `region` (the `flush`
+    /// policy, before the page is read with [`page`](Self::page)). The default flushes the
+    /// bytes `page` returns, which for memory in place are the page itself; a model whose
+    /// reads are simulated flushes the page's addresses without reading it.
+    fn flush_page(
+        &mut self,
+        region: u32,
+        index: u32,
+        cache: &dyn CacheMaintenance,
+    ) -> Result<(), SourceError> {
+        cache.flush_range(self.page(region, index)?);
+        Ok(())
+    }
 
     /// Starts recording writes to guest memory (KVM's dirty log and the device model's
     /// own tracking: KVM does not see device DMA).

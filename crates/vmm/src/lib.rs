@@ -11,6 +11,8 @@
 //!   [`region::GuestMemory`]; [`strategy`]: how a noncoherent region is registered with
 //!   whatever the kernel offers, and why; [`cache`]: CLFLUSHOPT/CLFLUSH of host memory handed
 //!   to or taken back from non-snooping DMA.
+//! - [`model_vm`]: the model twin of a live VM (reference kernel + coherence simulator), a
+//!   migration source whose data hazards are judged.
 //! - [`probe`]: what a kernel offers for noncoherent DMA, check by check (`ncdma probe`).
 //!
 //! # Example
@@ -48,6 +50,7 @@ pub mod bench;
 pub mod cache;
 pub mod guest;
 pub mod mmap;
+pub mod model_vm;
 pub mod probe;
 pub mod region;
 pub mod replay;

@@ -103,11 +103,11 @@ impl<'a, W: Write> Transfer<'a, W> {
             if flush {
                 // The guest's non-snooping writes went to memory; a line the host has
                 // cached may be older. Flush first, then read.
-                self.cache.flush_range(read_page(self.source, id, index)?);
+                self.source
+                    .flush_page(id, index, self.cache)
+                    .map_err(step("flushing a guest page"))?;
                 self.regions[region].flushed_pages += 1;
             }
-            // Read after the flush, through a fresh `page` call: for a VM in memory the same
-            // bytes, for a model the host read that the flush must precede.
             let page = read_page(self.source, id, index)?;
             let elided = self.run.push(index, page)?;
             let summary = &mut self.regions[region];

@@ -91,6 +91,18 @@ impl Mechanism {
         }
     }
 
+    /// The registration a migration stream records for a region registered this way.
+    pub const fn wire(self) -> migration::format::Registration {
+        use migration::format::Registration as Wire;
+        match self {
+            Mechanism::MemslotFlag => Wire::MemslotFlag,
+            Mechanism::VirtioDevice => Wire::VirtioDevice,
+            Mechanism::DisableIgnoreGuestPat => Wire::Quirk,
+            Mechanism::VendorNpt => Wire::Npt,
+            Mechanism::Unsafe => Wire::Unsafe,
+        }
+    }
+
     /// How much of the VM it affects.
     pub const fn scope(self) -> Scope {
         match self {
