@@ -36,6 +36,19 @@ impl fmt::Display for FlushMethod {
     }
 }
 
+/// The host's real cache maintenance, as the migration crate asks for it: `flush` pages are
+/// flushed with [`flush_dcache_range`] before the source reads them and after the
+/// destination writes them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCache;
+
+impl migration::CacheMaintenance for HostCache {
+    fn flush_range(&self, bytes: &[u8]) {
+        // SAFETY: `bytes` is a live slice, so every line it overlaps is mapped and readable.
+        unsafe { flush_dcache_range(bytes.as_ptr(), bytes.len()) }
+    }
+}
+
 /// How this CPU flushes, read from CPUID once: `(method, line size in bytes)`.
 ///
 /// CPUID is a VM exit when the VMM itself runs in a guest (as on our `kvm_pvm` hosts), hence
@@ -91,6 +104,15 @@ pub unsafe fn flush_dcache_range(ptr: *const u8, len: usize) {
             unsafe { _mm_mfence() };
         }
     }
+}
+
+/// [`flush_dcache_range`] of memory the caller borrows: the borrow proves the range is
+/// mapped, and a shared borrow rules out writers through Rust references while it lasts. (A
+/// vCPU writing the same memory is the caller's to rule out, as for the raw form: a flush
+/// never changes the contents, so that is a question of correctness, not of safety.)
+pub fn flush_bytes(bytes: &[u8]) {
+    // SAFETY: `bytes` is a live borrow, so the whole range is mapped in this process.
+    unsafe { flush_dcache_range(bytes.as_ptr(), bytes.len()) };
 }
 
 /// `CLFLUSHOPT` on every line from `start` (line aligned) up to `end`.

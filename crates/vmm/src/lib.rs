@@ -49,6 +49,7 @@ pub mod backend;
 pub mod bench;
 pub mod cache;
 pub mod guest;
+pub mod live;
 pub mod mmap;
 pub mod model_vm;
 pub mod probe;

@@ -53,6 +53,10 @@ pub struct RegionSummary {
     pub flushed_pages: u64,
     /// Stream bytes of this region's chunks (`Pages`, or `RegionSkipped`).
     pub bytes: u64,
+    /// Time spent sending this region's pages (flushing, reading, encoding, writing), over
+    /// every round: `bytes / busy` is the region's own throughput, comparable between a
+    /// coherent and a flushed region of the same migration.
+    pub busy: Duration,
 }
 
 /// The outcome of a migration or snapshot.

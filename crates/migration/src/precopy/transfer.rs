@@ -3,7 +3,7 @@
 //! device state; `End` with the totals; and the counts that make the summary.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::{MigrationError, step};
 use super::summary::{RegionSummary, Summary};
@@ -56,6 +56,7 @@ impl<'a, W: Write> Transfer<'a, W> {
                 zero_pages: 0,
                 flushed_pages: 0,
                 bytes,
+                busy: Duration::ZERO,
             });
         }
         Ok(Transfer {
@@ -93,6 +94,7 @@ impl<'a, W: Write> Transfer<'a, W> {
         region: usize,
         pages: impl IntoIterator<Item = u32>,
     ) -> Result<u64, MigrationError> {
+        let started = Instant::now();
         let id = self.config.regions[region].id;
         let flush = self.config.regions[region].policy == Policy::Flush;
         self.run.clear();
@@ -125,6 +127,7 @@ impl<'a, W: Write> Transfer<'a, W> {
             self.flush_run(region)?;
         }
         self.pages += sent;
+        self.regions[region].busy += started.elapsed();
         Ok(sent)
     }
 

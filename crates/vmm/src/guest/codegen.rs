@@ -2,7 +2,7 @@
 //!
 //! The code is placed at [`CODE_GPA`] and runs at CPL3. Register use is fixed: `rdi` holds
 //! the results array's address for the whole program, `rsi` the operation's address, `rax`
-//! the value, `rcx` a loop count. Every `Load` and `TimedLoads` writes one `u64` to the next
+//! the value, `rcx` a loop count. Every `Load`, `TimedLoads` and `Dirty` writes one `u64` to the next
 //! slot of the results array; the program ends with an `OUT` to [`DONE_PORT`] (followed by
 //! `UD2`, so a VMM that wrongly resumed it would get a loud #UD rather than run off the end).
 //!
@@ -18,8 +18,8 @@
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::{
-    CodeAssembler, al, ax, byte_ptr, dword_ptr, dx, eax, qword_ptr, r8, r9, r10, rax, rcx, rdi,
-    rdx, rsi, word_ptr,
+    CodeAssembler, al, ax, byte_ptr, dword_ptr, dx, eax, qword_ptr, r8, r9, r10, r11, r12, r13,
+    rax, rbx, rcx, rdi, rdx, rsi, word_ptr,
 };
 
 use super::layout::{CODE_GPA, CODE_SIZE, DONE_PORT, RESULTS_CAPACITY, RESULTS_GPA};
@@ -211,6 +211,28 @@ impl Gen {
                     },
                 )
             }
+            GuestOp::Dirty {
+                gpa,
+                len,
+                ticks_per_page,
+                laps,
+            } => {
+                let disp = self.next_slot();
+                self.aligned(
+                    &|a| {
+                        a.mov(r13, gpa)?;
+                        a.mov(rsi, gpa)?;
+                        a.mov(r8, gpa + len)?;
+                        a.mov(rbx, 1u64)?;
+                        a.mov(r10, ticks_per_page)?;
+                        a.xor(r11, r11)?;
+                        a.mov(r12, laps)?;
+                        read_tsc(a)?;
+                        a.mov(r9, rax)
+                    },
+                    &|a| dirty_loop(a, disp),
+                )
+            }
             GuestOp::Signal { port, value } => self.chunk(&|a| {
                 a.mov(eax, value)?;
                 a.mov(dx, u32::from(port))?;
@@ -218,6 +240,51 @@ impl Gen {
             }),
         }
     }
+}
+
+/// The body of a `Dirty` op, its registers set up: `r13` the range's start, `rsi` the
+/// page, `r8` the range's end, `rbx` the lap, `r10` the ticks per page, `r11` the pages
+/// written, `r12` the lap limit (0: none), `r9` the next page's deadline.
+fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
+    let mut top = a.create_label();
+    let mut pace = a.create_label();
+    let mut spin = a.create_label();
+    let mut reset = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut top)?;
+    a.mov(rax, rbx)?;
+    a.and(rax, 511)?;
+    a.mov(qword_ptr(rsi + rax * 8), rbx)?;
+    a.inc(r11)?;
+    a.mov(qword_ptr(rdi + disp), r11)?;
+    a.add(rsi, 4096)?;
+    a.cmp(rsi, r8)?;
+    a.jb(pace)?;
+    a.mov(rsi, r13)?;
+    a.cmp(rbx, r12)?;
+    a.je(done)?;
+    a.inc(rbx)?;
+    a.set_label(&mut pace)?;
+    a.add(r9, r10)?;
+    read_tsc(a)?;
+    a.mov(rcx, r9)?;
+    a.sub(rcx, rax)?;
+    // Deadline passed (signed: it may lie behind now), or further than one interval ahead
+    // (the TSC moved back, as on a restored VM): pace from now on.
+    a.jle(reset)?;
+    a.cmp(rcx, r10)?;
+    a.ja(reset)?;
+    a.set_label(&mut spin)?;
+    a.pause()?;
+    read_tsc(a)?;
+    a.cmp(rax, r9)?;
+    a.jb(spin)?;
+    a.jmp(top)?;
+    a.set_label(&mut reset)?;
+    a.mov(r9, rax)?;
+    a.jmp(top)?;
+    a.set_label(&mut done)?;
+    a.nop()
 }
 
 /// Assembles `emit` for address `ip`.

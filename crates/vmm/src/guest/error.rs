@@ -85,6 +85,26 @@ pub enum GuestError {
         /// The MSR.
         index: u32,
     },
+    /// A region could not be set up (its dirty logging, for instance).
+    #[error(transparent)]
+    Region(#[from] crate::region::RegionError),
+    /// `KVM_GET_DIRTY_LOG` failed.
+    #[error("KVM_GET_DIRTY_LOG (slot {slot}) failed: {errno}")]
+    GetDirtyLog {
+        /// The slot.
+        slot: u32,
+        /// The kernel's errno.
+        errno: Errno,
+    },
+    /// `KVM_GET_TSC_KHZ` failed.
+    #[error("KVM_GET_TSC_KHZ failed: {0}")]
+    GetTscKhz(Errno),
+    /// `KVM_GET_XSAVE` failed.
+    #[error("KVM_GET_XSAVE failed: {0}")]
+    GetXsave(Errno),
+    /// `KVM_SET_XSAVE` failed.
+    #[error("KVM_SET_XSAVE failed: {0}")]
+    SetXsave(Errno),
     /// The run-timeout signal handler could not be installed.
     #[error("installing the vCPU timeout signal handler failed: {0}")]
     SignalHandler(Errno),

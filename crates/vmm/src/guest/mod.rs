@@ -22,9 +22,9 @@ pub mod layout;
 pub mod memory;
 pub mod paging;
 pub mod program;
-mod run;
+pub(crate) mod run;
 pub mod vm;
-mod watchdog;
+pub(crate) mod watchdog;
 
 pub use error::GuestError;
 pub use exceptions::GuestFault;

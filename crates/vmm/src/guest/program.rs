@@ -86,6 +86,24 @@ pub enum GuestOp {
         /// Bytes between consecutive loads.
         stride: u64,
     },
+    /// Keeps dirtying `[gpa, gpa + len)` one 4 KiB page at a time, as a guest whose memory
+    /// changes while it is migrated: lap `n` (from 1) stores `n` into word `n % 512` of every
+    /// page, and after each page the running count of pages written goes to this op's result
+    /// slot, so the VMM can watch the guest make progress while it runs. Between two pages
+    /// it waits until `ticks_per_page` TSC ticks have passed since the previous one (0: no
+    /// wait); a deadline already missed, or one further away than a whole interval (the
+    /// guest's TSC was moved), restarts the pacing from now instead of bursting to catch up.
+    /// Ends after `laps` laps, or never with `laps == 0` (the VMM pauses and stops it).
+    Dirty {
+        /// First byte; 4 KiB aligned.
+        gpa: u64,
+        /// Bytes; a non-zero multiple of 4 KiB.
+        len: u64,
+        /// TSC ticks between two pages (the rate is the TSC frequency divided by this).
+        ticks_per_page: u64,
+        /// Laps before the op ends; 0 for never.
+        laps: u64,
+    },
     /// `OUT` of `value` (32 bits) to `port`: the VMM records `(port, value)`.
     Signal {
         /// I/O port; not one the runtime reserves.
@@ -96,9 +114,17 @@ pub enum GuestOp {
 }
 
 impl GuestOp {
+    /// Whether the op never ends (a `Dirty` loop without a lap limit).
+    pub fn is_endless(&self) -> bool {
+        matches!(self, GuestOp::Dirty { laps: 0, .. })
+    }
+
     /// Whether this operation records one value in the results array.
     pub fn records_result(&self) -> bool {
-        matches!(self, GuestOp::Load { .. } | GuestOp::TimedLoads { .. })
+        matches!(
+            self,
+            GuestOp::Load { .. } | GuestOp::TimedLoads { .. } | GuestOp::Dirty { .. }
+        )
     }
 }
 
@@ -203,6 +229,26 @@ pub enum ProgramError {
         /// Index in `ops`.
         index: usize,
     },
+    /// A `Dirty` range is not a non-empty run of whole 4 KiB pages.
+    #[error(
+        "op {index}: dirty range {gpa:#x}+{len:#x} is not a non-empty run of whole 4 KiB pages"
+    )]
+    DirtyRange {
+        /// Index in `ops`.
+        index: usize,
+        /// Its address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// An operation follows a `Dirty` that never ends.
+    #[error("op {index} follows op {dirty}, a dirty loop with no lap limit, and would never run")]
+    AfterEndlessDirty {
+        /// Index of the unreachable op.
+        index: usize,
+        /// Index of the endless `Dirty`.
+        dirty: usize,
+    },
     /// A `Signal` uses a port the runtime reserves.
     #[error("op {index}: port {port:#x} is reserved by the runtime")]
     ReservedPort {
@@ -270,10 +316,18 @@ impl Program {
         for (index, op) in self.ops.iter().enumerate() {
             validate_op(index, op)?;
         }
+        if let Some(dirty) = self.ops.iter().position(GuestOp::is_endless)
+            && dirty + 1 < self.ops.len()
+        {
+            return Err(ProgramError::AfterEndlessDirty {
+                index: dirty + 1,
+                dirty,
+            });
+        }
         Ok(())
     }
 
-    /// How many results the program records (one per `Load` and `TimedLoads`).
+    /// How many results the program records (one per `Load`, `TimedLoads` and `Dirty`).
     pub fn result_slots(&self) -> usize {
         self.ops.iter().filter(|op| op.records_result()).count()
     }
@@ -312,6 +366,11 @@ fn validate_op(index: usize, op: &GuestOp) -> Result<(), ProgramError> {
             Err(ProgramError::FillLength { index, len })
         }
         GuestOp::TimedLoads { count: 0, .. } => Err(ProgramError::TimedLoadsCount { index }),
+        GuestOp::Dirty { gpa, len, .. }
+            if len == 0 || !gpa.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) =>
+        {
+            Err(ProgramError::DirtyRange { index, gpa, len })
+        }
         GuestOp::Signal { port, .. } if port == DONE_PORT || port == FAULT_PORT => {
             Err(ProgramError::ReservedPort { index, port })
         }
@@ -477,6 +536,38 @@ mod tests {
             };
             assert_eq!(p.validate(), Err(err), "{op:?}");
         }
+        let endless = GuestOp::Dirty {
+            gpa: SYSTEM_END,
+            len: 0x1000,
+            ticks_per_page: 0,
+            laps: 0,
+        };
+        let p = Program {
+            ops: vec![endless, GuestOp::Sfence],
+            ..Program::default()
+        };
+        assert_eq!(
+            p.validate(),
+            Err(ProgramError::AfterEndlessDirty { index: 1, dirty: 0 })
+        );
+        let unaligned = GuestOp::Dirty {
+            gpa: SYSTEM_END + 8,
+            len: 0x1000,
+            ticks_per_page: 0,
+            laps: 1,
+        };
+        let p = Program {
+            ops: vec![unaligned, endless],
+            ..Program::default()
+        };
+        assert_eq!(
+            p.validate(),
+            Err(ProgramError::DirtyRange {
+                index: 0,
+                gpa: SYSTEM_END + 8,
+                len: 0x1000
+            })
+        );
         let bad_pat = Program {
             guest_pat: 0x0200,
             ..Program::default()

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use kvm_ioctls::VcpuExit;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 use memtype::MemType;
 use memtype::mtrr::MSR_MTRR_DEF_TYPE;
 use memtype::pat::{MSR_IA32_CR_PAT, Pat};
@@ -42,8 +42,8 @@ const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 /// What a completed run produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestRun {
-    /// One value per `Load` (the value loaded) and `TimedLoads` (TSC ticks), in program
-    /// order.
+    /// One value per `Load` (the value loaded), `TimedLoads` (TSC ticks) and `Dirty` (pages
+    /// written), in program order.
     pub results: Vec<u64>,
     /// `(port, value)` of each `Signal`, in order.
     pub signals: Vec<(u16, u32)>,
@@ -54,7 +54,7 @@ pub struct GuestRun {
 }
 
 /// A `KVM_RUN` return, copied out of `kvm_run` so the vCPU can be used again.
-enum Exit {
+pub(crate) enum Exit {
     Out { port: u16, value: u32 },
     Shutdown,
     InternalError,
@@ -70,20 +70,14 @@ impl GuestVm {
     /// The VM can run any number of programs one after the other; each run rebuilds the
     /// system area and resets the vCPU's registers, PAT, MTRR default type and CR0.
     pub fn run(&mut self, program: &Program, timeout: Duration) -> Result<GuestRun, GuestError> {
-        program.validate()?;
-        let compiled = codegen::compile(program)?;
-        self.settle()?;
-        let cr3 = self.load(program, &compiled)?;
-        self.write_msr(MSR_IA32_CR_PAT, program.guest_pat)?;
-        self.write_msr(MSR_MTRR_DEF_TYPE, program.mtrr_def_type)?;
-        self.enter_user_mode(cr3, program.cr0_cd)?;
+        let compiled = self.prepare(program)?;
 
         let watchdog = Watchdog::arm(timeout)?;
         let start = Instant::now();
         let mut exits = 0;
         let mut signals = Vec::new();
         loop {
-            let exit = classify(self.vcpu.run());
+            let exit = classify(self.vcpu().run());
             exits += 1;
             match exit {
                 Exit::Out {
@@ -138,6 +132,20 @@ impl GuestVm {
         })
     }
 
+    /// Everything [`GuestVm::run`] does before the first `KVM_RUN`: the program checked and
+    /// compiled, the system area written, the vCPU's PAT, MTRR default type, control
+    /// registers and registers loaded so that its next `KVM_RUN` starts the program.
+    pub(crate) fn prepare(&mut self, program: &Program) -> Result<CompiledProgram, GuestError> {
+        program.validate()?;
+        let compiled = codegen::compile(program)?;
+        self.settle()?;
+        let cr3 = self.load(program, &compiled)?;
+        self.write_msr(MSR_IA32_CR_PAT, program.guest_pat)?;
+        self.write_msr(MSR_MTRR_DEF_TYPE, program.mtrr_def_type)?;
+        self.enter_user_mode(cr3, program.cr0_cd)?;
+        Ok(compiled)
+    }
+
     /// Writes the system area (descriptor tables, exception stubs, page tables, code, a
     /// cleared results array); returns CR3.
     fn load(&mut self, program: &Program, compiled: &CompiledProgram) -> Result<u64, GuestError> {
@@ -170,7 +178,7 @@ impl GuestVm {
     /// RIP at the code, RSP at the stack top, IOPL 3, interrupts off.
     fn enter_user_mode(&mut self, cr3: u64, cache_disable: bool) -> Result<(), GuestError> {
         let old = self
-            .vcpu
+            .vcpu()
             .get_sregs()
             .map_err(|e| GuestError::GetSregs(errno(e)))?;
         let data = descriptors::segment(USER_DS);
@@ -213,7 +221,7 @@ impl GuestVm {
             apic_base: old.apic_base,
             interrupt_bitmap: [0; 4],
         };
-        self.vcpu
+        self.vcpu()
             .set_sregs(&sregs)
             .map_err(|e| GuestError::SetSregs(errno(e)))?;
         let regs = kvm_regs {
@@ -222,7 +230,7 @@ impl GuestVm {
             rflags: RFLAGS_IOPL3,
             ..Default::default()
         };
-        self.vcpu
+        self.vcpu()
             .set_regs(&regs)
             .map_err(|e| GuestError::SetRegs(errno(e)))
     }
@@ -232,20 +240,15 @@ impl GuestVm {
     /// past an instruction of the old program), without entering the guest: `KVM_RUN` with
     /// `immediate_exit` set completes pending I/O and returns `EINTR`.
     fn settle(&mut self) -> Result<(), GuestError> {
-        self.vcpu.set_kvm_immediate_exit(1);
-        let result = self.vcpu.run().map(|_| ());
-        self.vcpu.set_kvm_immediate_exit(0);
-        match result {
-            Err(e) if e.errno() != libc::EINTR => Err(GuestError::Run(errno(e))),
-            _ => Ok(()),
-        }
+        settle(&mut self.vcpu())
     }
 
     /// `kvm_run.internal.suberror` after a `KVM_EXIT_INTERNAL_ERROR` (1: the instruction
     /// emulator failed, which is how a host that emulates guest code reports what it
     /// cannot run).
     fn internal_suberror(&mut self) -> u32 {
-        let run = self.vcpu.get_kvm_run();
+        let mut vcpu = self.vcpu();
+        let run = vcpu.get_kvm_run();
         // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, for which the kernel fills the
         // `internal` member of the union; it is plain data.
         unsafe { run.__bindgen_anon_1.internal.suberror }
@@ -253,7 +256,7 @@ impl GuestVm {
 
     fn rip(&self) -> Result<u64, GuestError> {
         let regs = self
-            .vcpu
+            .vcpu()
             .get_regs()
             .map_err(|e| GuestError::GetRegs(errno(e)))?;
         Ok(regs.rip)
@@ -262,11 +265,11 @@ impl GuestVm {
     /// Decodes the frame an exception stub left: `[vector, error code, RIP, …]` at its RSP.
     fn fault(&self, compiled: &CompiledProgram) -> Result<GuestFault, GuestError> {
         let regs = self
-            .vcpu
+            .vcpu()
             .get_regs()
             .map_err(|e| GuestError::GetRegs(errno(e)))?;
         let sregs = self
-            .vcpu
+            .vcpu()
             .get_sregs()
             .map_err(|e| GuestError::GetSregs(errno(e)))?;
         // The stubs run on the IST1 stack inside the system area, so the frame is readable;
@@ -293,7 +296,19 @@ fn system_pat_index(guest_pat: u64) -> u8 {
         .map_or(0, |i| i as u8)
 }
 
-fn classify(exit: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>) -> Exit {
+/// Completes what the vCPU's last exit left pending (see [`GuestVm::settle`]) without
+/// entering the guest.
+pub(crate) fn settle(vcpu: &mut VcpuFd) -> Result<(), GuestError> {
+    vcpu.set_kvm_immediate_exit(1);
+    let result = vcpu.run().map(|_| ());
+    vcpu.set_kvm_immediate_exit(0);
+    match result {
+        Err(e) if e.errno() != libc::EINTR => Err(GuestError::Run(errno(e))),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn classify(exit: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>) -> Exit {
     match exit {
         Ok(VcpuExit::IoOut(port, data)) => {
             let mut bytes = [0u8; 4];

@@ -6,7 +6,12 @@
 //! through [`region::GuestMemory`], so a noncoherent BAR is registered by the same strategy
 //! chain (and flushed the same way) as anywhere else in the VMM.
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, Msrs, kvm_msr_entry, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, Msrs, kvm_msr_entry,
+    kvm_userspace_memory_region,
+};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use kvm_ioctls::VcpuFd;
 use memtype::mtrr::{MSR_MTRR_DEF_TYPE, MSR_MTRR_FIX_64K_00000};
 use memtype::pat::MSR_IA32_CR_PAT;
@@ -22,7 +27,7 @@ use crate::strategy::{Policy, Registration};
 /// CR0.CD: caching disabled.
 pub const CR0_CD: u64 = 1 << 30;
 
-pub(super) fn errno(e: vmm_sys_util::errno::Error) -> Errno {
+pub(crate) fn errno(e: vmm_sys_util::errno::Error) -> Errno {
     Errno(e.errno())
 }
 
@@ -42,7 +47,9 @@ pub struct CacheState {
 /// A VM with one vCPU, its main memory in slot 0 from GPA 0, and any extra regions.
 #[derive(Debug)]
 pub struct GuestVm {
-    pub(super) vcpu: VcpuFd,
+    /// Behind a lock so that a VMM thread of its own can run it (`crate::live`) while
+    /// this value keeps the memory and the VM; only one thread uses it at a time.
+    vcpu: Arc<Mutex<VcpuFd>>,
     // Field order is drop order: `regions` owns the VM, which must close before the main
     // memory its slot 0 points into is unmapped.
     regions: region::GuestMemory,
@@ -114,7 +121,7 @@ impl GuestVm {
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| GuestError::SetCpuid(errno(e)))?;
         Ok(GuestVm {
-            vcpu,
+            vcpu: Arc::new(Mutex::new(vcpu)),
             regions: region::GuestMemory::with_first_slot(Box::new(kvm), policy, 1),
             memory,
         })
@@ -167,6 +174,55 @@ impl GuestVm {
         })
     }
 
+    /// The vCPU, locked. (A panic of the thread that held it last leaves nothing half done
+    /// in the fd itself, so a poisoned lock is taken over.)
+    pub(crate) fn vcpu(&self) -> MutexGuard<'_, VcpuFd> {
+        self.vcpu.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The vCPU, shared with a thread that runs it.
+    pub(crate) fn shared_vcpu(&self) -> Arc<Mutex<VcpuFd>> {
+        Arc::clone(&self.vcpu)
+    }
+
+    /// Turns `KVM_MEM_LOG_DIRTY_PAGES` on or off for the main memory (slot 0) and every
+    /// region.
+    pub fn set_dirty_logging(&mut self, on: bool) -> Result<(), GuestError> {
+        let main = kvm_userspace_memory_region {
+            slot: 0,
+            flags: if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            guest_phys_addr: 0,
+            memory_size: self.memory.size(),
+            userspace_addr: self.memory.host_addr(),
+        };
+        // SAFETY: slot 0's own range (only the flags change), which lives as long as the VM.
+        unsafe { self.regions.backend_mut().set_user_memory_region(&main) }.map_err(|e| {
+            GuestError::SetUserMemoryRegion {
+                slot: 0,
+                errno: e.errno(),
+            }
+        })?;
+        self.regions.set_dirty_logging(on).map_err(GuestError::from)
+    }
+
+    /// `KVM_GET_DIRTY_LOG` of `slot` (0: the main memory): a bit per page written since the
+    /// last call.
+    pub fn dirty_log(&mut self, slot: SlotId) -> Result<Vec<u64>, GuestError> {
+        self.regions
+            .dirty_log(slot)
+            .map_err(|e| GuestError::GetDirtyLog {
+                slot: slot.raw(),
+                errno: e.errno(),
+            })
+    }
+
+    /// The vCPU's TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub fn tsc_khz(&self) -> Result<u32, GuestError> {
+        self.vcpu()
+            .get_tsc_khz()
+            .map_err(|e| GuestError::GetTscKhz(errno(e)))
+    }
+
     /// The main memory.
     pub fn memory(&self) -> &GuestMemory {
         &self.memory
@@ -186,7 +242,7 @@ impl GuestVm {
         }])
         .map_err(|_| GuestError::SetMsrs(Errno::E2BIG))?;
         let written = self
-            .vcpu
+            .vcpu()
             .set_msrs(&msrs)
             .map_err(|e| GuestError::SetMsrs(errno(e)))?;
         if written != 1 {
@@ -203,7 +259,7 @@ impl GuestVm {
         }])
         .map_err(|_| GuestError::GetMsrs(Errno::E2BIG))?;
         let read = self
-            .vcpu
+            .vcpu()
             .get_msrs(&mut msrs)
             .map_err(|e| GuestError::GetMsrs(errno(e)))?;
         if read != 1 {
@@ -215,7 +271,7 @@ impl GuestVm {
     /// CR0, from `KVM_GET_SREGS`.
     pub fn cr0(&self) -> Result<u64, GuestError> {
         let sregs = self
-            .vcpu
+            .vcpu()
             .get_sregs()
             .map_err(|e| GuestError::GetSregs(errno(e)))?;
         Ok(sregs.cr0)

@@ -23,14 +23,14 @@ pub const KICK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The signal used to kick the vCPU thread (the first real-time signal, as other VMMs use
 /// for vCPU kicks).
-fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN()
 }
 
 extern "C" fn on_kick(_: libc::c_int) {}
 
 /// Installs the no-op handler once per process.
-fn install_handler() -> Result<(), GuestError> {
+pub(crate) fn install_handler() -> Result<(), GuestError> {
     static INSTALLED: OnceLock<Result<(), Errno>> = OnceLock::new();
     let result = INSTALLED.get_or_init(|| {
         // SAFETY: `sigaction` is plain data; zeroed is a valid value (empty mask, no flags).

@@ -24,13 +24,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use uapi::memslot::kvm_userspace_memory_region;
+use uapi::memslot::{
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_NON_COHERENT_DMA, kvm_userspace_memory_region,
+};
 use uapi::{Errno, PAGE_SIZE, SlotId};
 
 use crate::backend::{Backend, BackendError, DeviceHandle};
 use crate::cache::flush_dcache_range;
 use crate::mmap::AnonMapping;
-use crate::strategy::{self, Policy, Registration, StrategyError};
+use crate::strategy::{self, Mechanism, Policy, Registration, StrategyError};
 
 /// What a region is to the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,6 +207,14 @@ pub enum RegionError {
         /// The ioctl and its errno.
         source: BackendError,
     },
+    /// Turning dirty logging on or off for the region's slot failed.
+    #[error("region {name}: setting KVM_MEM_LOG_DIRTY_PAGES: {source}")]
+    DirtyLogging {
+        /// The region.
+        name: String,
+        /// The ioctl and its errno.
+        source: BackendError,
+    },
     /// Closing the region's virtio device failed; the slot is already gone.
     #[error("region {name}: closing its KVM virtio device: {source}")]
     CloseDevice {
@@ -222,6 +232,17 @@ struct Slot {
     registration: Option<Registration>,
     /// The virtio device that keeps the region noncoherent, closed on removal.
     device: Option<DeviceHandle>,
+}
+
+impl Slot {
+    /// The flags the slot was created with: the proposal's flag if that is how the region
+    /// was registered.
+    fn flags(&self) -> u32 {
+        match &self.registration {
+            Some(r) if r.mechanism == Mechanism::MemslotFlag => KVM_MEM_NON_COHERENT_DMA,
+            _ => 0,
+        }
+    }
 }
 
 /// A VM's guest memory: the backend (the VM) and its regions, each in its own memslot.
@@ -376,6 +397,41 @@ impl GuestMemory {
                 })?;
         }
         Ok(region)
+    }
+
+    /// Turns `KVM_MEM_LOG_DIRTY_PAGES` on or off for every region's slot: a FLAGS_ONLY
+    /// change that keeps the flags the region was registered with (the proposal's flag is
+    /// fixed for the life of a slot, so it must be passed again unchanged).
+    pub fn set_dirty_logging(&mut self, on: bool) -> Result<(), RegionError> {
+        for (&id, slot) in &self.slots {
+            let memslot = kvm_userspace_memory_region {
+                slot: SlotId { as_id: 0, id }.raw(),
+                flags: slot.flags() | if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+                guest_phys_addr: slot.region.gpa,
+                memory_size: slot.region.size,
+                userspace_addr: slot.region.host.addr(),
+            };
+            // SAFETY: the same range as the slot already has (only the flags change), owned
+            // by the region for as long as the slot exists.
+            unsafe { self.backend.set_user_memory_region(&memslot) }.map_err(|source| {
+                RegionError::DirtyLogging {
+                    name: slot.region.name.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `KVM_GET_DIRTY_LOG` of `slot` (which may be one of the caller's, below the first
+    /// region slot): one bit per page, set for each page written since the last call.
+    pub fn dirty_log(&mut self, slot: SlotId) -> Result<Vec<u64>, BackendError> {
+        self.backend.get_dirty_log(slot.raw())
+    }
+
+    /// The VM, for the ioctls of slots the caller owns (those below the first region slot).
+    pub(crate) fn backend_mut(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
     }
 
     /// The region in `slot`.

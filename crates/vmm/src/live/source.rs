@@ -1,0 +1,171 @@
+//! [`LiveVm`] as a [`MigrationSource`]: region 0 is the RAM (slot 0), region 1 the BAR; the
+//! dirty log is KVM's merged with the GPU model's own (and with bits a failed migration
+//! handed back); pausing stops the GPU first, then the vCPU.
+
+use migration::format::{
+    DeviceState, PAGE_SIZE, RegionConfig, RegionKind, SourceFacts, VcpuState, Vendor, VmConfig,
+};
+use migration::{DirtyBitmap, MigrationSource, SourceError};
+use uapi::SlotId;
+
+use super::{BAR_GPA, BAR_REGION, LiveVm, RAM_REGION, state};
+
+/// Region ids in the stream.
+const RAM_ID: u32 = 0;
+const BAR_ID: u32 = 1;
+
+impl LiveVm {
+    /// The slot and the bytes of region `id`.
+    fn region_memory(&self, id: u32) -> Result<(SlotId, &[u8]), SourceError> {
+        match (id, &self.bar) {
+            (RAM_ID, _) => Ok((SlotId { as_id: 0, id: 0 }, self.vm.memory().as_slice())),
+            (BAR_ID, Some(bar)) => {
+                let bytes = self.vm.region_bytes(bar.slot).expect("the BAR's own slot");
+                Ok((bar.slot, bytes))
+            }
+            _ => Err(SourceError::new(format!("no region {id}"))),
+        }
+    }
+}
+
+impl MigrationSource for LiveVm {
+    fn facts(&self) -> SourceFacts {
+        let platform = self.vm.backend().platform();
+        let modules = if platform.modules.is_empty() {
+            "kvm".to_string()
+        } else {
+            platform.modules.join("+")
+        };
+        SourceFacts {
+            kernel_profile: "host".into(),
+            host: truncate(format!("{modules} {}", kernel_release()), HOST_FIELD_LEN),
+            vendor: match platform.vendor {
+                Some(kvm_model::Vendor::Amd) => Vendor::Amd,
+                _ => Vendor::Intel,
+            },
+        }
+    }
+
+    fn config(&self) -> VmConfig {
+        let mut regions = vec![RegionConfig::coherent(
+            RAM_ID,
+            RAM_REGION,
+            RegionKind::Ram,
+            0,
+            self.vm.memory().size(),
+        )];
+        if let Some(bar) = &self.bar {
+            let size = self.vm.regions().region(bar.slot).map_or(0, |r| r.size());
+            let mut config = RegionConfig::noncoherent(
+                BAR_ID,
+                BAR_REGION,
+                RegionKind::Bar,
+                bar.registration.mechanism.wire(),
+                BAR_GPA,
+                size,
+            );
+            config.policy = bar.policy;
+            regions.push(config);
+        }
+        VmConfig {
+            vcpu_count: 1,
+            regions,
+        }
+    }
+
+    fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError> {
+        let (_, bytes) = self.region_memory(region)?;
+        let start = index as usize * PAGE_SIZE;
+        bytes
+            .get(start..start + PAGE_SIZE)
+            .ok_or_else(|| SourceError::new(format!("region {region} has no page {index}")))
+    }
+
+    fn start_dirty_log(&mut self) -> Result<(), SourceError> {
+        self.vm.set_dirty_logging(true).map_err(SourceError::new)?;
+        if let Some(gpu) = &self.gpu {
+            gpu.set_logging(true);
+        }
+        Ok(())
+    }
+
+    fn dirty_pages(&mut self, region: u32) -> Result<DirtyBitmap, SourceError> {
+        let (slot, bytes) = self.region_memory(region)?;
+        let pages = (bytes.len() / PAGE_SIZE) as u32;
+        // KVM's log first: if it fails, nothing has been taken yet.
+        let words = self.vm.dirty_log(slot).map_err(SourceError::new)?;
+        let mut dirty = DirtyBitmap::from_words(pages, words);
+        if region == BAR_ID
+            && let Some(gpu) = &self.gpu
+        {
+            dirty.union_with(&gpu.take_dirty());
+        }
+        let returned = &mut self.returned[region as usize];
+        dirty.union_with(returned);
+        *returned = DirtyBitmap::new(pages);
+        Ok(dirty)
+    }
+
+    fn return_dirty_pages(&mut self, region: u32, pages: &DirtyBitmap) {
+        if let Some(returned) = self.returned.get_mut(region as usize)
+            && returned.pages() == pages.pages()
+        {
+            returned.union_with(pages);
+        }
+    }
+
+    fn stop_dirty_log(&mut self) {
+        if let Some(gpu) = &self.gpu {
+            gpu.set_logging(false);
+        }
+        // Nothing to undo if this fails: the slots keep logging, which costs the guest
+        // write faults but loses nothing.
+        let _ = self.vm.set_dirty_logging(false);
+    }
+
+    fn pause(&mut self) -> Result<(), SourceError> {
+        if let Some(gpu) = &self.gpu {
+            gpu.pause();
+        }
+        self.vcpu.pause().map_err(SourceError::new)
+    }
+
+    fn resume(&mut self) -> Result<(), SourceError> {
+        self.vcpu.resume().map_err(SourceError::new)?;
+        if let Some(gpu) = &self.gpu {
+            gpu.resume();
+        }
+        Ok(())
+    }
+
+    fn vcpu_states(&mut self) -> Result<Vec<VcpuState>, SourceError> {
+        let vcpu = self.vm.vcpu();
+        Ok(vec![state::save(&vcpu, 0).map_err(SourceError::new)?])
+    }
+
+    fn device_states(&mut self) -> Result<Vec<DeviceState>, SourceError> {
+        Ok(self
+            .gpu
+            .iter()
+            .map(|gpu| gpu.state().to_device_state())
+            .collect())
+    }
+}
+
+/// The running kernel's release (`uname -r`), for the stream header.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "(unknown kernel)".into())
+}
+
+/// Bytes of the header's host field.
+const HOST_FIELD_LEN: usize = 64;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    while s.len() > max {
+        s.pop();
+    }
+    s
+}
