@@ -42,6 +42,16 @@ pub(crate) enum Command {
     /// What this host's KVM (or a modeled kernel) offers for noncoherent DMA: one line per
     /// check and the mechanism a noncoherent region would get (docs/probe.md).
     Probe(commands::probe::ProbeArgs),
+    /// Boot a live guest on /dev/kvm (a CPL3 loop dirtying RAM, a GPU model rendering a
+    /// noncoherent BAR) and write a snapshot of it, running, to FILE (docs/migration.md).
+    Snapshot(commands::snapshot::SnapshotArgs),
+    /// Verify a snapshot file, restore its guest through this host's strategy chain, and
+    /// run it to show that it goes on.
+    Restore(commands::snapshot::RestoreArgs),
+    /// Live migration of a running guest over TCP: `send --to HOST:PORT`, `receive --listen
+    /// ADDR:PORT`.
+    #[command(subcommand)]
+    Migrate(commands::migrate::MigrateCommand),
 }
 
 /// Parses a 64-bit hex value as users write it: `0x0007040600070406`, `7040600070406`,

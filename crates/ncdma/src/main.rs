@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Command::Scenarios => commands::scenarios::run(cli.json),
         Command::Run(args) => commands::run::run(args, cli.json),
         Command::Probe(args) => commands::probe::run(args, cli.json),
+        Command::Snapshot(args) => commands::snapshot::snapshot(args, cli.json),
+        Command::Restore(args) => commands::snapshot::restore(args, cli.json),
+        Command::Migrate(cmd) => commands::migrate::run(cmd, cli.json),
     };
     match result {
         Ok(out) => {

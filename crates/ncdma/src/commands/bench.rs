@@ -1,10 +1,10 @@
-//! `ncdma bench spte|memslots|coherence`: the benchmarks of `vmm::bench` and
+//! `ncdma bench spte|memslots|coherence|migrate`: the benchmarks of `vmm::bench` and
 //! `coherence::bench`, printed as a table (or JSON) with the ratios that matter.
 
 use clap::{Args, ValueEnum};
 use coherence::bench::{BenchResult, dma_sweep, wb_hits, wc_sweep};
 use serde_json::json;
-use vmm::bench::{memslots, spte};
+use vmm::bench::{memslots, migrate, spte};
 
 use crate::Output;
 use crate::error::CliError;
@@ -20,6 +20,10 @@ pub(crate) enum BenchName {
     /// The coherence simulator's throughput, single core: WB hits, a WC stream over a
     /// 256 MiB BAR, DMA reads of it (snooping and not).
     Coherence,
+    /// A running guest with 1 GiB RAM and a 256 MiB noncoherent BAR migrated over TCP
+    /// loopback on /dev/kvm: coherent vs flushed throughput, the loopback ceiling, and QEMU
+    /// migrating the same RAM (installed with apt if missing; --no-qemu skips it).
+    Migrate,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +35,9 @@ pub(crate) struct BenchArgs {
     /// coherence].
     #[arg(long, value_name = "N")]
     pub reps: Option<usize>,
+    /// `migrate`: do not run (or install) QEMU as the peer.
+    #[arg(long)]
+    pub no_qemu: bool,
 }
 
 pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
@@ -45,6 +52,14 @@ pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
             (r.to_string(), r.to_json())
         }
         BenchName::Coherence => coherence_bench(args.reps.unwrap_or(5)).map_err(|e| failed(&e))?,
+        BenchName::Migrate => {
+            let config = migrate::MigrateBenchConfig {
+                qemu: !args.no_qemu,
+                ..migrate::MigrateBenchConfig::default()
+            };
+            let r = migrate::run(&config).map_err(|e| failed(&e))?;
+            (r.to_string(), r.to_json())
+        }
     };
     Ok(if json { format!("{doc}\n") } else { text })
 }

@@ -3,6 +3,9 @@
 //! prints ratios rather than absolute numbers alone, because the machines are shared and
 //! noisy (`benchmarks.md`).
 
+pub mod loopback;
 pub mod memslots;
+pub mod migrate;
+pub mod qemu;
 pub mod spte;
 pub mod stats;

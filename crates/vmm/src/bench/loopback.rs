@@ -1,0 +1,303 @@
+//! The loopback ceiling of `ncdma bench migrate`: a plain socket copy of a given number of
+//! bytes over TCP on 127.0.0.1, timed in the same run as the migration it bounds
+//! (`benchmarks.md`). No migration over loopback can beat it, so "coherent throughput ≥ 0.8 ×
+//! the ceiling" says how much of the wire our stream leaves unused.
+//!
+//! The copy is shaped like our migration transport (`migration::transport`), so the ceiling
+//! measures the same socket traffic with the encoding taken out:
+//!
+//! - the sender writes [`DEFAULT_WRITE_SIZE`] = 64 KiB per `write`: the migration encodes
+//!   4 KiB pages into a 64 KiB `BufWriter`, so what reaches the socket is one 64 KiB write per
+//!   full buffer; `TCP_NODELAY` is set as there;
+//! - the receiver reads into a [`DEFAULT_READ_SIZE`] = 1 MiB buffer, the capacity of the
+//!   destination's `BufReader`, and throws the bytes away;
+//! - the buffer holds seeded pseudo-random bytes, not zeros, as guest pages do.
+//!
+//! The clock starts before `connect` and stops when the receiver has read the last byte.
+//! Both sockets carry read/write timeouts, so a stuck copy ends with an error by itself.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::stats::SplitMix64;
+
+/// Bytes per `write` on the sending socket: what a full 64 KiB `BufWriter` hands the kernel.
+pub const DEFAULT_WRITE_SIZE: usize = 1 << 16;
+/// Bytes per `read` on the receiving socket: the destination's 1 MiB `BufReader`.
+pub const DEFAULT_READ_SIZE: usize = 1 << 20;
+/// How long either side may block on one read or write before the copy is abandoned.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seed of the buffer's contents, so every run sends the same bytes.
+const SEED: u64 = 0x6e63_646d_615f_6c62;
+
+/// What to copy and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopbackOptions {
+    /// Bytes to send.
+    pub bytes: u64,
+    /// Bytes per `write` (at least 1).
+    pub write_size: usize,
+    /// Bytes per `read` (at least 1).
+    pub read_size: usize,
+    /// Timeout of each socket operation.
+    pub io_timeout: Duration,
+}
+
+impl LoopbackOptions {
+    /// `bytes` with the migration's buffer sizes and the default timeout.
+    pub fn new(bytes: u64) -> LoopbackOptions {
+        LoopbackOptions {
+            bytes,
+            write_size: DEFAULT_WRITE_SIZE,
+            read_size: DEFAULT_READ_SIZE,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+        }
+    }
+}
+
+/// One measured copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopbackCeiling {
+    /// Bytes the receiver read (always the bytes asked for: anything else is an error).
+    pub bytes: u64,
+    /// From before `connect` to the receiver reading the last byte.
+    pub elapsed: Duration,
+}
+
+impl LoopbackCeiling {
+    /// Bytes per second; zero when nothing was timed.
+    pub fn throughput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.bytes as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Why the copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopbackError {
+    /// A write or read size of zero.
+    #[error("the write and read sizes must be at least 1 byte (got {write_size} and {read_size})")]
+    ZeroSize {
+        /// The write size asked for.
+        write_size: usize,
+        /// The read size asked for.
+        read_size: usize,
+    },
+    /// A socket operation failed.
+    #[error("{step}: {source}")]
+    Socket {
+        /// What was being done: "bind", "connect", "accept", "configure", "send", "receive".
+        step: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The sender closed the connection before the receiver had every byte.
+    #[error("the receiver got {received} of {expected} bytes before the connection closed")]
+    Short {
+        /// Bytes sent.
+        expected: u64,
+        /// Bytes received.
+        received: u64,
+    },
+    /// More bytes arrived than were sent (cannot happen on a private loopback socket).
+    #[error("the receiver got {received} bytes, more than the {expected} sent")]
+    Excess {
+        /// Bytes sent.
+        expected: u64,
+        /// Bytes received.
+        received: u64,
+    },
+    /// The receiver thread panicked.
+    #[error("the receiver thread panicked")]
+    ReceiverPanicked,
+}
+
+fn socket(step: &'static str) -> impl FnOnce(io::Error) -> LoopbackError {
+    move |source| LoopbackError::Socket { step, source }
+}
+
+/// Copies `options.bytes` bytes over a fresh loopback connection and times it.
+///
+/// # Example
+///
+/// ```
+/// use vmm::bench::loopback::{LoopbackOptions, loopback_ceiling};
+///
+/// let ceiling = loopback_ceiling(&LoopbackOptions::new(1 << 20))?;
+/// assert_eq!(ceiling.bytes, 1 << 20);
+/// println!("loopback: {:.0} MiB/s", ceiling.throughput() / (1 << 20) as f64);
+/// # Ok::<(), vmm::bench::loopback::LoopbackError>(())
+/// ```
+pub fn loopback_ceiling(options: &LoopbackOptions) -> Result<LoopbackCeiling, LoopbackError> {
+    if options.write_size == 0 || options.read_size == 0 {
+        return Err(LoopbackError::ZeroSize {
+            write_size: options.write_size,
+            read_size: options.read_size,
+        });
+    }
+    let payload = pseudo_random(options.write_size);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(socket("bind"))?;
+    let addr = listener.local_addr().map_err(socket("bind"))?;
+
+    let start = Instant::now();
+    let sender = TcpStream::connect(addr).map_err(socket("connect"))?;
+    // The connection is already queued on the listener, so this accept returns at once;
+    // accepting here rather than in the receiver thread means no thread can be left waiting
+    // for a connection that never comes.
+    let (receiver, _) = listener.accept().map_err(socket("accept"))?;
+    for stream in [&sender, &receiver] {
+        stream
+            .set_read_timeout(Some(options.io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(options.io_timeout)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(socket("configure"))?;
+    }
+
+    let (expected, read_size) = (options.bytes, options.read_size);
+    let receiving = thread::spawn(move || receive(receiver, expected, read_size));
+    let sent = send(&sender, &payload, options.bytes);
+    // Closing our half lets the receiver see EOF whether or not the send succeeded, so the
+    // join below cannot wait for a timeout.
+    drop(sender);
+    let received = receiving
+        .join()
+        .map_err(|_| LoopbackError::ReceiverPanicked)?;
+    sent?;
+    let last_byte = received?;
+    Ok(LoopbackCeiling {
+        bytes: options.bytes,
+        elapsed: last_byte.saturating_duration_since(start),
+    })
+}
+
+/// Writes `bytes` bytes of `payload`, repeated, one `payload.len()` write at a time.
+fn send(mut stream: &TcpStream, payload: &[u8], bytes: u64) -> Result<(), LoopbackError> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = payload
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        stream.write_all(&payload[..n]).map_err(socket("send"))?;
+        left -= n as u64;
+    }
+    stream.shutdown(Shutdown::Write).map_err(socket("send"))
+}
+
+/// Reads until EOF, and returns when the last expected byte arrived after checking that
+/// exactly `expected` bytes came.
+fn receive(
+    mut stream: TcpStream,
+    expected: u64,
+    read_size: usize,
+) -> Result<Instant, LoopbackError> {
+    let mut buf = vec![0u8; read_size];
+    let mut received = 0u64;
+    let mut last_byte = Instant::now();
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(socket("receive")(e)),
+        };
+        received += n as u64;
+        if received == expected {
+            // Stop the clock here, not at EOF: the FIN that follows is not payload.
+            last_byte = Instant::now();
+        }
+    }
+    match received.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(LoopbackError::Short { expected, received }),
+        std::cmp::Ordering::Greater => Err(LoopbackError::Excess { expected, received }),
+        std::cmp::Ordering::Equal => Ok(last_byte),
+    }
+}
+
+/// `len` seeded pseudo-random bytes.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut rng = SplitMix64::new(SEED);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_every_byte_and_reports_consistent_numbers() {
+        let bytes = 8 << 20;
+        let ceiling = loopback_ceiling(&LoopbackOptions::new(bytes)).unwrap();
+        assert_eq!(ceiling.bytes, bytes);
+        assert!(ceiling.elapsed > Duration::ZERO);
+        let expected = bytes as f64 / ceiling.elapsed.as_secs_f64();
+        assert!((ceiling.throughput() - expected).abs() <= expected * 1e-9);
+    }
+
+    #[test]
+    fn a_size_that_is_not_a_multiple_of_the_write_size_arrives_whole() {
+        let options = LoopbackOptions {
+            write_size: 4096,
+            read_size: 1000,
+            ..LoopbackOptions::new(3 * 4096 + 17)
+        };
+        assert_eq!(loopback_ceiling(&options).unwrap().bytes, 3 * 4096 + 17);
+    }
+
+    #[test]
+    fn zero_bytes_is_an_empty_copy() {
+        assert_eq!(loopback_ceiling(&LoopbackOptions::new(0)).unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn a_zero_write_size_is_refused() {
+        let options = LoopbackOptions {
+            write_size: 0,
+            ..LoopbackOptions::new(1)
+        };
+        assert!(matches!(
+            loopback_ceiling(&options),
+            Err(LoopbackError::ZeroSize { write_size: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn the_receiver_counts_short_and_excess_streams() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (sent, expected) in [(10u64, 20u64), (30, 20)] {
+            let mut tx = TcpStream::connect(addr).unwrap();
+            let (rx, _) = listener.accept().unwrap();
+            tx.write_all(&vec![1u8; sent as usize]).unwrap();
+            drop(tx);
+            let got = receive(rx, expected, 7);
+            match got {
+                Err(LoopbackError::Short { received, .. }) => {
+                    assert_eq!((received, sent), (10, 10))
+                }
+                Err(LoopbackError::Excess { received, .. }) => {
+                    assert_eq!((received, sent), (30, 30))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_payload_is_not_zero() {
+        let payload = pseudo_random(DEFAULT_WRITE_SIZE);
+        assert_eq!(payload.len(), DEFAULT_WRITE_SIZE);
+        assert!(payload.iter().filter(|&&b| b == 0).count() < DEFAULT_WRITE_SIZE / 64);
+    }
+}
