@@ -234,6 +234,17 @@ fn claimed_sizes_allocate_nothing_before_they_are_checked() {
     }
 }
 
+#[test]
+fn a_huge_skipped_region_allocates_nothing_for_its_pages() {
+    // Found by `resealed_mutations_never_panic_or_overallocate`: a `skip` region's size
+    // grown by a byte of the size field (17 << 32 bytes) once cost a 2 MiB page bitmap.
+    let (mut bytes, layout) = valid_stream();
+    bytes[284] = 17;
+    reseal(&mut bytes, &layout);
+    let (_, largest) = decode(&bytes);
+    assert!(largest <= allocation_bound(), "allocated {largest} bytes");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

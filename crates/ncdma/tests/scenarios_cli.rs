@@ -160,6 +160,13 @@ fn demo_runs_the_main_job_quickly() {
         "{text}"
     );
     assert!(text.contains("== explain: 6.16/intel"), "{text}");
+    let host = &text[text
+        .find("== this host (ncdma probe)")
+        .expect("the probe section")..];
+    assert!(
+        host.contains("noncoherent region verdict: ") || host.contains("no host probe: "),
+        "{host}"
+    );
     assert!(
         text.contains("EPT leaf WB, IPAT=1 → WB (guest PAT ignored)"),
         "{text}"
@@ -176,6 +183,114 @@ fn demo_runs_the_main_job_quickly() {
     );
     assert_eq!(doc["explain"][0]["access"]["effective"], "WC");
     assert_eq!(doc["explain"][1]["access"]["effective"], "WB");
+    // The host probe's verdict, or why there is none.
+    let host = &doc["host"];
+    assert!(
+        host["verdict"]["attempts"].is_array() || host["error"].is_string(),
+        "{host}"
+    );
+}
+
+/// `ncdma args…`, or `None` after the one `SKIP` line where `/dev/kvm` cannot be opened
+/// (then the run must have failed with one line and exit 1).
+fn on_kvm(args: &[&str]) -> Option<Output> {
+    let out = ncdma(args);
+    let err = stderr(&out);
+    if err.contains("/dev/kvm cannot be opened") {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        println!("SKIP: {}", err.trim_end());
+        return None;
+    }
+    assert!(out.status.success(), "{args:?}: {err}");
+    Some(out)
+}
+
+#[test]
+fn the_kvm_backend_puts_the_real_run_beside_the_model() {
+    let Some(out) = on_kvm(&[
+        "run",
+        "virtio-gpu-wc-bar",
+        "--backend",
+        "kvm",
+        "--kernel",
+        "6.16",
+    ]) else {
+        return;
+    };
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("virtio-gpu-wc-bar: model 6.16/intel, beside the real run on /dev/kvm\n"),
+        "{text}"
+    );
+    assert!(text.contains("what this host cannot show:"), "{text}");
+    assert!(text.contains("registration of bar:"), "{text}");
+    assert!(
+        text.contains("bar+0x0 (step 2, guest.fill, PAT entry 1 = WC)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step 4, dma.read by gpu at bar+0x0 (4096 bytes)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DIFFERS: the model of 6.16/intel finds stale-read here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("result: the real run read what the model of this host predicts"),
+        "{text}"
+    );
+
+    let Some(out) = on_kvm(&["run", "virtio-gpu-wc-bar", "--backend", "kvm", "--json"]) else {
+        return;
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["scenario"], "virtio-gpu-wc-bar");
+    assert_eq!(doc["backend"], "kvm");
+    assert_eq!(doc["agrees"], true);
+    assert_eq!(doc["model"]["kernel"], "6.16+memslot-flag");
+    assert_eq!(
+        doc["model"]["registrations"][0]["registered"],
+        "memslot-flag"
+    );
+    assert_eq!(doc["real"]["registrations"][0]["region"], "bar");
+    assert!(doc["real"]["registrations"][0]["attempts"].is_array());
+    assert!(doc["real"]["memory_types"]["verdict"].is_string());
+    let reads = doc["reads"].as_array().unwrap();
+    assert_eq!(reads.len(), 2);
+    assert_eq!(reads[0]["real"], "[ff 00 ff 00 00 00 f0 f0] x512");
+    assert_eq!(reads[0]["same_as_model"], true);
+    let accesses = doc["accesses"].as_array().unwrap();
+    assert_eq!(accesses[1]["region"], "bar");
+    assert_eq!(accesses[1]["model"], "WC (guest PAT honored)");
+    assert!(doc["limits"].as_array().is_some_and(|l| !l.is_empty()));
+}
+
+#[test]
+fn the_kvm_backend_refuses_what_is_the_models_alone() {
+    common::assert_bad_input(&["run", "virtio-gpu-wc-bar", "--backend", "foo"], "foo");
+    common::assert_bad_input(
+        &[
+            "run",
+            "virtio-gpu-wc-bar",
+            "--backend",
+            "kvm",
+            "--all-profiles",
+        ],
+        "--all-profiles is the model's matrix",
+    );
+    common::assert_bad_input(
+        &[
+            "run",
+            "virtio-gpu-wc-bar",
+            "--backend",
+            "kvm",
+            "--svg",
+            "x.svg",
+        ],
+        "--svg draws the model's runs",
+    );
 }
 
 #[test]

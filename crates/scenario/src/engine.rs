@@ -23,7 +23,7 @@ use crate::error::RunError;
 use crate::expect;
 use crate::hazard::Hazard;
 use crate::register::Registration;
-use crate::report::{Finding, KeyAccess, RunReport, hex};
+use crate::report::{Finding, KeyAccess, Read, RunReport, hex};
 use crate::scenario::Scenario;
 use crate::step::{Fence, GuestAccess, HostOp, Op, Range, Step, StepKind, repeated_byte};
 use crate::vm;
@@ -91,6 +91,7 @@ pub fn run(scenario: &Scenario, profile: KernelProfile) -> Result<RunReport, Run
         key: vec![None; scenario.regions.len()],
         cost: Cost::default(),
         first_op: Vec::with_capacity(scenario.steps.len()),
+        reads: Vec::new(),
     };
     for (i, step) in scenario.steps.iter().enumerate() {
         engine.first_op.push(engine.sim.ops());
@@ -127,6 +128,8 @@ struct Engine<'s> {
     cost: Cost,
     /// The simulator's operation index at the start of each step, to attribute verdicts.
     first_op: Vec<u64>,
+    /// What each read step returned.
+    reads: Vec<Read>,
 }
 
 /// 8-byte (or shorter, at the end) pieces of `len` bytes at `gpa`: (address, bytes, position).
@@ -178,6 +181,18 @@ impl Engine<'_> {
         })
     }
 
+    /// Records what read step `n` returned.
+    fn read(&mut self, n: usize, who: String, range: Range, bytes: Vec<u8>) {
+        self.reads.push(Read {
+            step: n,
+            op: self.scenario.steps[n - 1].kind,
+            who,
+            region: self.scenario.regions[range.region].name.clone(),
+            offset: range.offset,
+            bytes,
+        });
+    }
+
     fn step(&mut self, n: usize, step: &Step) -> Result<(), RunError> {
         let guest = self.guest;
         match step.op {
@@ -212,20 +227,21 @@ impl Engine<'_> {
             } => {
                 let dev = self.devices[device];
                 let addr = self.gpa(range);
-                let action = if write {
-                    Action::DmaWrite {
+                if write {
+                    let action = Action::DmaWrite {
                         dev,
                         addr,
                         bytes: (0..range.len).map(|i| repeated_byte(value, i)).collect(),
-                    }
-                } else {
-                    Action::DmaRead {
-                        dev,
-                        addr,
-                        len: range.len as usize,
-                    }
-                };
-                self.act(n, &[action])
+                    };
+                    return self.act(n, &[action]);
+                }
+                let mut bytes = vec![0; range.len as usize];
+                self.sim
+                    .dma_read_into(dev, addr, &mut bytes)
+                    .map_err(self.sim_error(n))?;
+                let who = self.scenario.devices[device].name.clone();
+                self.read(n, who, range, bytes);
+                Ok(())
             }
             Op::Host {
                 op,
@@ -284,7 +300,13 @@ impl Engine<'_> {
         let result = match access {
             GuestAccess::Load => {
                 self.cost.add(AccessKind::Load, first.effective, 1);
-                self.sim.load(guest, gpa, len, first.effective).map(drop)
+                let value = self
+                    .sim
+                    .load(guest, gpa, len, first.effective)
+                    .map_err(self.sim_error(n))?;
+                let who = self.sim.name(Actor::Cpu(guest)).to_string();
+                self.read(n, who, range, value.as_slice().to_vec());
+                return Ok(());
             }
             GuestAccess::Store => {
                 self.cost.add(AccessKind::Store, first.effective, 1);
@@ -359,11 +381,16 @@ impl Engine<'_> {
                 if flush {
                     self.act(n, &flush_range)?;
                 }
+                let mut read = Vec::with_capacity(len as usize);
                 for (addr, bytes, _) in words(gpa, len) {
-                    self.sim
+                    let value = self
+                        .sim
                         .load(agent, addr, bytes, MemType::Wb)
                         .map_err(self.sim_error(n))?;
+                    read.extend_from_slice(value.as_slice());
                 }
+                let who = self.sim.name(Actor::Cpu(agent)).to_string();
+                self.read(n, who, range, read);
                 Ok(())
             }
             HostOp::Write => {
@@ -451,6 +478,7 @@ impl Engine<'_> {
             verdicts,
             cost: self.cost,
             expectation: expect::check(&self.scenario.expects, &profile, &hazards),
+            reads: self.reads,
         }
     }
 }

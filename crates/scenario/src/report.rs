@@ -35,6 +35,10 @@ pub struct RunReport {
     pub cost: Cost,
     /// The expectation that covers this run, if any.
     pub expectation: Option<Expectation>,
+    /// What every read step returned, in step order (`ncdma run --backend kvm` compares them
+    /// with the real run's; the model's own JSON leaves them out).
+    #[serde(skip)]
+    pub reads: Vec<Read>,
 }
 
 impl RunReport {
@@ -96,6 +100,50 @@ impl KeyAccess {
     }
 }
 
+/// What one read step returned: a guest load, a device's DMA read, or the host's read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Read {
+    /// The step (1-based).
+    pub step: usize,
+    /// Its kind.
+    pub op: StepKind,
+    /// Who read: `vcpu0`, `host`, or the device's name.
+    pub who: String,
+    /// The region read.
+    pub region: String,
+    /// Offset in the region.
+    pub offset: u64,
+    /// The bytes returned, in address order (`[f0 f0] x2048` in JSON: see [`bytes_summary`]).
+    #[serde(serialize_with = "summarized")]
+    pub bytes: Vec<u8>,
+}
+
+impl Read {
+    /// `bar+0x0`.
+    pub fn place(&self) -> String {
+        format!("{}+{:#x}", self.region, self.offset)
+    }
+}
+
+fn summarized<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&bytes_summary(bytes))
+}
+
+/// Bytes as people compare them: the shortest repeating pattern (up to 64 bytes) and how
+/// often it repeats, `[ff 00 ff 00 00 00 f0 f0] x512`; data that does not repeat is shown
+/// whole up to 64 bytes, else its first 16 and its length.
+pub fn bytes_summary(bytes: &[u8]) -> String {
+    let n = bytes.len();
+    let period = (1..=n.min(64))
+        .filter(|p| n.is_multiple_of(*p))
+        .find(|&p| bytes.chunks(p).all(|c| c == &bytes[..p]));
+    match period {
+        Some(p) if p == n => hex(bytes),
+        Some(p) => format!("{} x{}", hex(&bytes[..p]), n / p),
+        None => format!("{}… ({n} bytes)", hex(&bytes[..16])),
+    }
+}
+
 /// One hazard of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -131,7 +179,7 @@ impl Finding {
     }
 }
 
-fn memtype_name<S: Serializer>(mt: &MemType, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn memtype_name<S: Serializer>(mt: &MemType, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(mt.name())
 }
 
@@ -146,4 +194,22 @@ fn opt_memtype_name<S: Serializer>(mt: &Option<MemType>, s: S) -> Result<S::Ok, 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("[{}]", parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_summarized_by_their_pattern() {
+        let frame: Vec<u8> = (0..4096).map(|i| [0xff, 0x00][i % 2]).collect();
+        assert_eq!(bytes_summary(&frame), "[ff 00] x2048");
+        assert_eq!(bytes_summary(&[0; 64]), "[00] x64");
+        assert_eq!(bytes_summary(&[1, 2, 3]), "[01 02 03]");
+        let noise: Vec<u8> = (0..100u8).collect();
+        assert_eq!(
+            bytes_summary(&noise),
+            "[00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f]… (100 bytes)"
+        );
+    }
 }

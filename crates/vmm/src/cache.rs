@@ -44,8 +44,7 @@ pub struct HostCache;
 
 impl migration::CacheMaintenance for HostCache {
     fn flush_range(&self, bytes: &[u8]) {
-        // SAFETY: `bytes` is a live slice, so every line it overlaps is mapped and readable.
-        unsafe { flush_dcache_range(bytes.as_ptr(), bytes.len()) }
+        flush_bytes(bytes);
     }
 }
 

@@ -185,7 +185,9 @@ impl Body {
                 } else {
                     Vec::new()
                 },
-                received: DirtyBitmap::new(r.pages()),
+                // A `skip` region receives no page, and its size is not bounded by
+                // `max_memory`: a bitmap for it would be an allocation the stream chooses.
+                received: DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }),
                 data_pages: 0,
                 zero_pages: 0,
                 skip_announced: false,

@@ -1,6 +1,9 @@
 //! `ncdma run SCENARIO`: a scenario (built-in name or TOML file) on one kernel, or on every
-//! kernel and vendor as a matrix; optionally drawn as SVG. Exit 0 when every expectation
-//! holds, 1 when the run completed but one failed (printed), 2 for a bad scenario.
+//! kernel and vendor as a matrix; optionally drawn as SVG. With `--backend kvm`, on this
+//! host's `/dev/kvm` beside the model of one profile (`scenario::real`). Exit 0 when every
+//! expectation holds (and the real run reads what the model of this host predicts), 1 when
+//! the run completed but one failed (printed) or `/dev/kvm` cannot be used, 2 for a bad
+//! scenario or a scenario the real guest cannot run.
 
 use std::path::PathBuf;
 
@@ -10,6 +13,7 @@ use kvm_model::{KernelProfile, Vendor};
 use scenario::{RunReport, Scenario};
 use serde_json::json;
 
+use super::replay::BackendKind;
 use crate::Output;
 use crate::error::CliError;
 
@@ -27,31 +31,108 @@ pub(crate) struct RunArgs {
     /// CPU vendor (default: the scenario's `[vm] vendor`).
     #[arg(long, value_name = "intel|amd")]
     pub vendor: Option<Vendor>,
-    /// Also draw the guest-physical address space of every run into FILE (SVG).
+    /// Also draw the guest-physical address space of every run into FILE (SVG; model only).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Where it runs: the reference kernel, or this host's /dev/kvm beside the model of the
+    /// one profile --kernel and --vendor choose.
+    #[arg(long, value_enum, default_value = "model")]
+    pub backend: BackendKind,
+}
+
+/// `scenario: what`, as bad input.
+fn bad(scenario: &Scenario, e: &dyn std::fmt::Display) -> CliError {
+    CliError::BadInput(format!("{}: {e}", scenario.name))
+}
+
+/// The one profile a single run uses.
+fn profile(scenario: &Scenario, args: &RunArgs) -> Result<KernelProfile, CliError> {
+    let vendor = args.vendor.unwrap_or(scenario.vm.kernel.vendor);
+    match &args.kernel {
+        Some(name) => KernelProfile::parse(name, vendor).map_err(|e| bad(scenario, &e)),
+        None => Ok(scenario.profile_for(vendor)),
+    }
 }
 
 /// The runs asked for: the matrix, or the one profile.
 fn runs(scenario: &Scenario, args: &RunArgs) -> Result<Vec<RunReport>, CliError> {
-    let vendor = args.vendor;
-    let bad = |e: &dyn std::fmt::Display| CliError::BadInput(format!("{}: {e}", scenario.name));
     if args.all_profiles {
-        let vendors = vendor.map_or_else(|| vec![Vendor::Intel, Vendor::Amd], |v| vec![v]);
-        return scenario::run_all(scenario, &vendors).map_err(|e| bad(&e));
+        let vendors = args
+            .vendor
+            .map_or_else(|| vec![Vendor::Intel, Vendor::Amd], |v| vec![v]);
+        return scenario::run_all(scenario, &vendors).map_err(|e| bad(scenario, &e));
     }
-    let vendor = vendor.unwrap_or(scenario.vm.kernel.vendor);
-    let profile = match &args.kernel {
-        Some(name) => KernelProfile::parse(name, vendor).map_err(|e| bad(&e))?,
-        None => scenario.profile_for(vendor),
-    };
-    scenario::run(scenario, profile)
+    scenario::run(scenario, profile(scenario, args)?)
         .map(|r| vec![r])
-        .map_err(|e| bad(&e))
+        .map_err(|e| bad(scenario, &e))
+}
+
+/// `--backend kvm`: the real run beside the model of one profile. The matrix and the SVG
+/// are the model's: asking for them here is bad input rather than a silent model run.
+fn real(scenario: &Scenario, args: &RunArgs, json: bool) -> Output {
+    if args.all_profiles {
+        return Err(CliError::BadInput(
+            "--all-profiles is the model's matrix; --backend kvm puts one real run beside one \
+             model profile (choose it with --kernel and --vendor)"
+                .into(),
+        ));
+    }
+    if args.svg.is_some() {
+        return Err(CliError::BadInput(
+            "--svg draws the model's runs; it does not apply to --backend kvm".into(),
+        ));
+    }
+    let c = scenario::real::compare(scenario, profile(scenario, args)?).map_err(|e| {
+        if e.is_bad_input() {
+            bad(scenario, &e)
+        } else {
+            CliError::Failed(format!("{}: {e}", scenario.name))
+        }
+    })?;
+    let out = if json {
+        let mut doc = serde_json::to_value(&c).map_err(|e| CliError::Failed(e.to_string()))?;
+        doc["summary"] = scenario.summary.clone().into();
+        doc["backend"] = "kvm".into();
+        doc["agrees"] = c.agrees().into();
+        format!("{doc:#}\n")
+    } else {
+        c.to_string()
+    };
+    let mut failed = Vec::new();
+    if c.model.expectation_failed() {
+        failed.push(format!(
+            "expectation failed on {}/{}",
+            c.model.kernel, c.model.vendor
+        ));
+    }
+    let steps: Vec<String> = c
+        .reads
+        .iter()
+        .filter(|r| !r.same_as_host_model)
+        .map(|r| r.step.to_string())
+        .collect();
+    if !steps.is_empty() {
+        failed.push(format!(
+            "the real run differs from the model of this host at step {}",
+            steps.join(", ")
+        ));
+    }
+    if failed.is_empty() {
+        return Ok(out);
+    }
+    print!("{out}");
+    Err(CliError::Failed(format!(
+        "{}: {}",
+        scenario.name,
+        failed.join("; ")
+    )))
 }
 
 pub(crate) fn run(args: &RunArgs, json: bool) -> Output {
     let scenario = scenario::load(&args.scenario).map_err(|e| CliError::BadInput(e.to_string()))?;
+    if args.backend == BackendKind::Kvm {
+        return real(&scenario, args, json);
+    }
     let rows = runs(&scenario, args)?;
     if let Some(path) = &args.svg {
         std::fs::write(path, scenario::svg::render(&scenario, &rows))
