@@ -47,7 +47,7 @@ pub(crate) enum Command {
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Verify a snapshot file, restore its guest through this host's strategy chain, and
     /// run it to show that it goes on.
-    Restore(commands::snapshot::RestoreArgs),
+    Restore(commands::snapshot::RestoreFileArgs),
     /// Live migration of a running guest over TCP: `send --to HOST:PORT`, `receive --listen
     /// ADDR:PORT`.
     #[command(subcommand)]

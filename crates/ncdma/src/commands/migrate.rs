@@ -7,16 +7,13 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use migration::destination::Limits;
 use migration::precopy::PrecopyOptions;
 use migration::transport::{self, ReceiveError, ReceiveOptions, SendOptions};
 use serde_json::json;
 use vmm::cache::HostCache;
-use vmm::live::LiveVm;
 
 use super::progress::{RoundDisplay, summary_json, summary_text};
-use super::snapshot::mechanism;
-use super::vm_args::{StrategyArgs, VmArgs, live_error, registration, run_restored};
+use super::vm_args::{RestoreArgs, VmArgs, mechanism, registration};
 use crate::Output;
 use crate::error::CliError;
 
@@ -48,14 +45,8 @@ pub(crate) struct ReceiveArgs {
     /// Where to listen, ADDR:PORT.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: String,
-    /// How long to run the restored guest before stopping it.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
-    pub run_ms: u64,
-    /// The most guest memory the source may declare, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16384)]
-    pub max_memory_mib: u64,
     #[command(flatten)]
-    pub strategy: StrategyArgs,
+    pub target: RestoreArgs,
 }
 
 pub(crate) fn run(cmd: &MigrateCommand, json: bool) -> Output {
@@ -118,10 +109,7 @@ fn receive(args: &ReceiveArgs, json: bool) -> Output {
     let listener = TcpListener::bind(args.listen.as_str())
         .map_err(|e| CliError::BadInput(format!("listening on {}: {e}", args.listen)))?;
     let options = ReceiveOptions {
-        limits: Limits {
-            max_memory: args.max_memory_mib << 20,
-            ..Limits::default()
-        },
+        limits: args.target.limits(),
         ..ReceiveOptions::default()
     };
     let image = transport::receive(&listener, &options).map_err(|e| match e {
@@ -129,24 +117,10 @@ fn receive(args: &ReceiveArgs, json: bool) -> Output {
         ReceiveError::Stream(_) => CliError::BadInput(format!("migration refused: {e}")),
         other => CliError::Failed(format!("migration failed: {other}")),
     })?;
-    let vm = LiveVm::restore(&image, args.strategy.policy()).map_err(live_error)?;
-    let report = run_restored(&vm, Duration::from_millis(args.run_ms))?;
-    Ok(if json {
-        let doc = json!({
-            "listen": args.listen,
-            "source": image.header.facts.host,
-            "run": report,
-        });
-        format!("{doc:#}\n")
-    } else {
-        format!(
-            "received a running guest from {}: BAR registered here: {}\nthe guest ran on \
-             for {} ms: {} -> {} pages written\n",
-            image.header.facts.host,
-            mechanism(&vm),
-            report["ran_ms"],
-            report["guest_pages_before"],
-            report["guest_pages_after"],
-        )
-    })
+    args.target.restore_and_run(
+        &image,
+        "received a running guest",
+        ("listen", args.listen.clone()),
+        json,
+    )
 }

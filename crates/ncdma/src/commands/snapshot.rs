@@ -3,17 +3,14 @@
 //! new VM through this host's strategy chain, and run to show that the guest goes on.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
-use migration::destination::Limits;
 use migration::snapshot::{self, SnapshotOptions};
 use serde_json::json;
 use vmm::cache::HostCache;
-use vmm::live::LiveVm;
 
 use super::progress::{summary_json, summary_text};
-use super::vm_args::{StrategyArgs, VmArgs, live_error, registration, run_restored};
+use super::vm_args::{RestoreArgs, VmArgs, mechanism, registration};
 use crate::Output;
 use crate::error::CliError;
 
@@ -27,18 +24,12 @@ pub(crate) struct SnapshotArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct RestoreArgs {
+pub(crate) struct RestoreFileArgs {
     /// The snapshot file to restore.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// How long to run the restored guest before stopping it.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
-    pub run_ms: u64,
-    /// The most guest memory the file may declare, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16384)]
-    pub max_memory_mib: u64,
     #[command(flatten)]
-    pub strategy: StrategyArgs,
+    pub target: RestoreArgs,
 }
 
 pub(crate) fn snapshot(args: &SnapshotArgs, json: bool) -> Output {
@@ -69,46 +60,15 @@ pub(crate) fn snapshot(args: &SnapshotArgs, json: bool) -> Output {
     })
 }
 
-pub(crate) fn restore(args: &RestoreArgs, json: bool) -> Output {
-    let limits = Limits {
-        max_memory: args.max_memory_mib << 20,
-        ..Limits::default()
-    };
+pub(crate) fn restore(args: &RestoreFileArgs, json: bool) -> Output {
     // A file that cannot be opened or does not verify is bad input; nothing was built.
-    let image = snapshot::read_from_path(&args.file, limits)
+    let image = snapshot::read_from_path(&args.file, args.target.limits())
         .map_err(|e| CliError::BadInput(format!("restore: {e}")))?;
-    let vm = LiveVm::restore(&image, args.strategy.policy()).map_err(live_error)?;
-    let report = run_restored(&vm, Duration::from_millis(args.run_ms))?;
-    Ok(if json {
-        let doc = json!({
-            "file": args.file.display().to_string(),
-            "source": image.header.facts.host,
-            "run": report,
-        });
-        format!("{doc:#}\n")
-    } else {
-        format!(
-            "restored {} (from {}): BAR registered here: {}\nthe guest ran on for {} ms: \
-             {} -> {} pages written\n",
-            args.file.display(),
-            image.header.facts.host,
-            mechanism(&vm),
-            report["ran_ms"],
-            report["guest_pages_before"],
-            report["guest_pages_after"],
-        )
-    })
-}
-
-/// `unsafe (no mechanism honors the guest's memory types here)`, or the mechanism's name.
-pub(crate) fn mechanism(vm: &LiveVm) -> String {
-    match vm.bar_registration() {
-        None => "no BAR".into(),
-        Some(r) if r.is_safe() => format!("{:?}", r.mechanism),
-        Some(r) => format!(
-            "{:?} (marked unsafe: no mechanism makes the guest's memory types take effect \
-             on this host)",
-            r.mechanism
-        ),
-    }
+    let file = args.file.display().to_string();
+    args.target.restore_and_run(
+        &image,
+        &format!("restored {file}"),
+        ("file", file.clone()),
+        json,
+    )
 }

@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use migration::destination::{Limits, VmImage};
 use migration::format::Policy as WirePolicy;
 use serde_json::{Value, json};
 use vmm::live::{LiveError, LiveVm, LiveVmConfig};
 use vmm::strategy::Policy;
 
+use crate::Output;
 use crate::error::CliError;
 
 /// How the noncoherent BAR travels.
@@ -124,9 +126,73 @@ pub(crate) fn registration(vm: &LiveVm) -> Value {
         .map_or(Value::Null, vmm::strategy::Registration::to_json)
 }
 
+/// How a destination takes a VM in (`restore`, `migrate receive`): what it accepts, how
+/// it registers the BAR, and how long it runs the guest to show that it goes on.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct RestoreArgs {
+    /// How long to run the restored guest before stopping it.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub run_ms: u64,
+    /// The most guest memory the source may declare, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16384)]
+    pub max_memory_mib: u64,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+}
+
+impl RestoreArgs {
+    /// What the destination accepts.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_memory: self.max_memory_mib << 20,
+            ..Limits::default()
+        }
+    }
+
+    /// Restores `image` (received from `what`, e.g. "restored vm.snap"), runs it, and
+    /// renders the report; `key`/`value` name where it came from in the JSON.
+    pub(crate) fn restore_and_run(
+        &self,
+        image: &VmImage,
+        what: &str,
+        (key, value): (&str, String),
+        json: bool,
+    ) -> Output {
+        let vm = LiveVm::restore(image, self.strategy.policy()).map_err(live_error)?;
+        let report = run_restored(&vm, Duration::from_millis(self.run_ms))?;
+        let source = &image.header.facts.host;
+        Ok(if json {
+            let doc = json!({ key: value, "source": source, "run": report });
+            format!("{doc:#}\n")
+        } else {
+            format!(
+                "{what} (from {source}): BAR registered here: {}\nthe guest ran on for {} ms: \
+                 {} -> {} pages written\n",
+                mechanism(&vm),
+                report["ran_ms"],
+                report["guest_pages_before"],
+                report["guest_pages_after"],
+            )
+        })
+    }
+}
+
+/// `unsafe (no mechanism honors the guest's memory types here)`, or the mechanism's name.
+pub(crate) fn mechanism(vm: &LiveVm) -> String {
+    match vm.bar_registration() {
+        None => "no BAR".into(),
+        Some(r) if r.is_safe() => format!("{:?}", r.mechanism),
+        Some(r) => format!(
+            "{:?} (marked unsafe: no mechanism makes the guest's memory types take effect \
+             on this host)",
+            r.mechanism
+        ),
+    }
+}
+
 /// Runs a restored guest for `run`, then reports that it went on: its page count before
 /// and after. A guest that made no progress, or stopped, fails.
-pub(crate) fn run_restored(vm: &LiveVm, run: Duration) -> Result<Value, CliError> {
+fn run_restored(vm: &LiveVm, run: Duration) -> Result<Value, CliError> {
     let before = vm.guest_pages_written();
     let started = Instant::now();
     std::thread::sleep(run);

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use migration::format::Policy as WirePolicy;
-use migration::precopy::{PrecopyOptions, Summary};
+use migration::precopy::Summary;
 use migration::transport::{self, ReceiveOptions, SendOptions};
 use serde_json::{Value, json};
 
@@ -115,11 +115,13 @@ pub fn run(config: &MigrateBenchConfig) -> Result<MigrateBench, MigrateBenchErro
     let addr = listener.local_addr()?;
     let destination =
         thread::spawn(move || transport::receive(&listener, &ReceiveOptions::default()));
-    let options = SendOptions {
-        precopy: PrecopyOptions::default(),
-        ..SendOptions::default()
-    };
-    let summary = transport::send(addr, &mut vm, &HostCache, &options, &mut |_| {})?;
+    let summary = transport::send(
+        addr,
+        &mut vm,
+        &HostCache,
+        &SendOptions::default(),
+        &mut |_| {},
+    )?;
     let image = destination
         .join()
         .expect("the destination thread does not panic")?;

@@ -177,15 +177,21 @@ impl LiveVm {
         gpu_state: GpuState,
         render_bar: bool,
     ) -> Result<LiveVm, LiveError> {
+        let bar_pages = bar.as_ref().map_or(0, |b| {
+            let size = vm.regions().region(b.slot).map_or(0, GuestRegion::size);
+            (size / PAGE_SIZE as u64) as u32
+        });
         let gpu = match &bar {
             Some(b) => {
-                let region = vm.regions().region(b.slot).expect("the BAR's own slot");
-                let pages = (region.size() / PAGE_SIZE as u64) as u32;
-                let gpu = Gpu::start(region.host().addr(), pages, gpu_state).map_err(|e| {
-                    LiveError::Spawn {
-                        thread: "GPU model",
-                        kind: e.kind(),
-                    }
+                let addr = vm
+                    .regions()
+                    .region(b.slot)
+                    .expect("the BAR's own slot")
+                    .host()
+                    .addr();
+                let gpu = Gpu::start(addr, bar_pages, gpu_state).map_err(|e| LiveError::Spawn {
+                    thread: "GPU model",
+                    kind: e.kind(),
                 })?;
                 if render_bar {
                     gpu.render_frame();
@@ -195,10 +201,6 @@ impl LiveVm {
             None => None,
         };
         let ram_pages = (vm.memory().size() / PAGE_SIZE as u64) as u32;
-        let bar_pages = bar.as_ref().map_or(0, |b| {
-            let size = vm.regions().region(b.slot).map_or(0, GuestRegion::size);
-            (size / PAGE_SIZE as u64) as u32
-        });
         let vcpu = VcpuThread::start(vm.shared_vcpu())?;
         Ok(LiveVm {
             gpu,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuFd;
 
+use super::LiveError;
 use crate::guest::GuestError;
 use crate::guest::layout::{DONE_PORT, FAULT_PORT};
 use crate::guest::run::{Exit, classify, settle};
@@ -66,7 +67,7 @@ pub(crate) struct VcpuThread {
 
 impl VcpuThread {
     /// Starts running `vcpu` (whose registers are loaded) on a new thread.
-    pub(crate) fn start(vcpu: Arc<Mutex<VcpuFd>>) -> Result<VcpuThread, GuestError> {
+    pub(crate) fn start(vcpu: Arc<Mutex<VcpuFd>>) -> Result<VcpuThread, LiveError> {
         install_handler()?;
         let control = Arc::new(Control {
             state: Mutex::new(RunState {
@@ -81,7 +82,10 @@ impl VcpuThread {
         let thread = std::thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || vcpu_loop(&vcpu, &shared))
-            .map_err(|_| GuestError::Watchdog)?;
+            .map_err(|e| LiveError::Spawn {
+                thread: "vCPU",
+                kind: e.kind(),
+            })?;
         Ok(VcpuThread {
             control,
             thread: Some(thread),
