@@ -15,4 +15,15 @@ pub trait CacheMaintenance {
     /// when the flushes are ordered before later stores (CLFLUSHOPT per line, then SFENCE).
     /// `bytes` is guest memory in place, never a copy.
     fn flush_range(&self, bytes: &[u8]);
+
+    /// Starts the flush of every line of `bytes` without waiting for it (CLFLUSHOPT per
+    /// line); only a later [`fence`](Self::fence) orders it. The default is
+    /// [`flush_range`](Self::flush_range), which waits.
+    fn flush_lines(&self, bytes: &[u8]) {
+        self.flush_range(bytes);
+    }
+
+    /// Orders every [`flush_lines`](Self::flush_lines) so far before later stores
+    /// (SFENCE). The default has nothing to order.
+    fn fence(&self) {}
 }

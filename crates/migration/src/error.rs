@@ -152,6 +152,24 @@ pub enum StreamError {
         /// The I/O error's kind.
         kind: io::ErrorKind,
     },
+    /// The destination could not map staging memory for a region the limits allowed.
+    #[error("mapping {bytes} bytes of staging memory for region {region:?}: {kind}")]
+    StagingMemory {
+        /// The region's name.
+        region: String,
+        /// Its size.
+        bytes: u64,
+        /// The I/O error's kind.
+        kind: io::ErrorKind,
+    },
+    /// A control message to the source could not be sent.
+    #[error("sending {what} to the source: {kind}")]
+    Reply {
+        /// The message.
+        what: &'static str,
+        /// The I/O error's kind (any other encoding error cannot happen for it).
+        kind: io::ErrorKind,
+    },
     /// Bytes follow the `End` chunk of a snapshot file.
     #[error("{bytes} unexpected byte(s) after the End chunk at byte {offset}")]
     TrailingBytes {

@@ -25,7 +25,7 @@
 //! 2. Read it back through the verifying destination.
 //!
 //! ```
-//! use migration::destination::{Limits, RegionContents, receive};
+//! use migration::destination::{Limits, receive};
 //! use migration::format::*;
 //! use migration::stream::{Chunk, StreamReader, StreamWriter};
 //!
@@ -53,7 +53,7 @@
 //!
 //! let bytes = w.into_inner();
 //! let image = receive(&mut StreamReader::open(&bytes[..])?, Limits::default())?;
-//! assert_eq!(image.regions[0].contents, RegionContents::Memory(vec![0x5a; PAGE_SIZE]));
+//! assert_eq!(image.regions[0].contents.bytes(), Some(&[0x5a; PAGE_SIZE][..]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

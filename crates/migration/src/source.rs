@@ -49,17 +49,23 @@ pub trait MigrationSource {
     /// dirty log and is sent again.
     fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError>;
 
-    /// Flushes the host cache lines of page `index` of region `region` (the `flush`
-    /// policy, before the page is read with [`page`](Self::page)). The default flushes the
-    /// bytes `page` returns, which for memory in place are the page itself; a model whose
-    /// reads are simulated flushes the page's addresses without reading it.
-    fn flush_page(
+    /// Flushes the host cache lines of the pages `indexes` of region `region` (the
+    /// `flush` policy, before they are read with [`page`](Self::page)). The default flushes
+    /// the lines of the bytes `page` returns, which for memory in place are the pages
+    /// themselves, and fences once for the whole batch ([`CacheMaintenance::flush_lines`]
+    /// then [`CacheMaintenance::fence`]: a fence per page would wait out each page's
+    /// flushes in turn); a model whose reads are simulated flushes the pages' addresses
+    /// without reading them.
+    fn flush_pages(
         &mut self,
         region: u32,
-        index: u32,
+        indexes: &[u32],
         cache: &dyn CacheMaintenance,
     ) -> Result<(), SourceError> {
-        cache.flush_range(self.page(region, index)?);
+        for &index in indexes {
+            cache.flush_lines(self.page(region, index)?);
+        }
+        cache.fence();
         Ok(())
     }
 

@@ -168,7 +168,7 @@ fn bad_magic() {
 
 #[test]
 fn version_too_new() {
-    for version in [Version::new(1, 1), Version::new(2, 0)] {
+    for version in [Version::new(1, 2), Version::new(2, 0)] {
         let h = StreamHeader {
             version,
             ..header()
@@ -181,6 +181,17 @@ fn version_too_new() {
             }
         );
     }
+}
+
+#[test]
+fn a_stream_of_the_oldest_readable_version_still_reads() {
+    // 1.1 changed the live handshake, not the chunks: a 1.0 snapshot restores.
+    let h = StreamHeader {
+        version: OLDEST_READABLE,
+        ..header()
+    };
+    assert!(OLDEST_READABLE < VERSION);
+    assert!(read(&seal_with(&h, &body(), |_| {})).is_ok());
 }
 
 #[test]

@@ -34,8 +34,8 @@ enum Fault {
     Flip { at: u64, mask: u8 },
     /// Forward `after` bytes, then end the stream (the source keeps sending into the void).
     Truncate { after: u64 },
-    /// Forward the whole stream, then close both connections instead of passing on the
-    /// destination's verdict.
+    /// Forward the whole stream and the destination's READY, then close both connections
+    /// instead of passing on its verdict.
     DropVerdict,
 }
 
@@ -55,6 +55,11 @@ fn proxy(listener: TcpListener, destination: SocketAddr, fault: Fault) -> u64 {
     let (mut src_back, mut dst_back) = (src.try_clone().unwrap(), dst.try_clone().unwrap());
     let replies = thread::spawn(move || {
         if let Fault::DropVerdict = fault {
+            let mut ready = Vec::new();
+            Status::Ready.write_to(&mut ready).unwrap();
+            if dst_back.read_exact(&mut ready).is_ok() {
+                let _ = src_back.write_all(&ready);
+            }
             let mut first = [0u8; 1];
             let _ = dst_back.read(&mut first);
             let _ = dst_back.shutdown(Shutdown::Both);

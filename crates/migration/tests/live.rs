@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{FakeVm, RecordingCache, SourceFault};
 use migration::StreamError;
 use migration::destination::{Limits, RegionContents, VmImage};
-use migration::format::{PAGE_SIZE, Policy};
+use migration::format::{PAGE_SIZE, Policy, msr};
 use migration::precopy::{self, MigrationError, Phase, PrecopyOptions, Progress, Summary};
 use migration::transport::{self, ReceiveError, ReceiveOptions, SendOptions};
 
@@ -93,7 +93,7 @@ fn assert_image_matches(image: &VmImage, vm: &FakeVm) {
     for region in &image.regions {
         match &region.contents {
             RegionContents::Memory(bytes) => assert!(
-                bytes.as_slice() == vm.region_memory(region.config.id),
+                &bytes[..] == vm.region_memory(region.config.id),
                 "region {} differs",
                 region.config.name
             ),
@@ -316,11 +316,9 @@ fn a_guest_that_cannot_resume_is_reported() {
         op: "resume",
         nth: 1,
     }];
-    let limits = Limits {
-        max_memory: 4096,
-        max_vcpus: 8,
-    };
-    let (result, _, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, limits);
+    // A vCPU without its PAT: the destination refuses it, after the guest was paused.
+    vm.vcpus[0].msrs.retain(|m| m.index != msr::IA32_PAT);
+    let (result, _, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, Limits::default());
     let err = result.unwrap_err();
     assert!(
         matches!(&err, MigrationError::ResumeFailed { error, .. }
@@ -328,4 +326,27 @@ fn a_guest_that_cannot_resume_is_reported() {
         "{err}"
     );
     assert!(!vm.running);
+}
+
+#[test]
+fn a_refused_configuration_costs_no_page_and_no_pause() {
+    let mut vm = FakeVm::new(28, 16, 4, Policy::Flush);
+    let limits = Limits {
+        max_memory: 4096,
+        max_vcpus: 8,
+    };
+    let (result, received, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, limits);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, MigrationError::DestinationRefused(reason) if reason.contains("limit")),
+        "{err}"
+    );
+    assert!(received.is_err());
+    assert_eq!(
+        vm.calls("page"),
+        0,
+        "pages were read before the destination was ready"
+    );
+    assert_eq!(vm.pauses, 0);
+    assert!(vm.running && vm.all_dirty_bits_returned());
 }

@@ -44,7 +44,7 @@ fn snapshot_round_trips_every_byte_and_register() {
     for region in &image.regions {
         match &region.contents {
             RegionContents::Memory(bytes) => {
-                assert_eq!(bytes.as_slice(), vm.region_memory(region.config.id));
+                assert_eq!(&bytes[..], vm.region_memory(region.config.id));
             }
             RegionContents::Recreate => assert_eq!(region.config.policy, Policy::Skip),
         }
@@ -114,7 +114,7 @@ fn installing_flushes_each_flush_page_after_writing_it_and_nothing_else() {
             flushed: false
         })
     );
-    assert_eq!(ram.as_slice(), vm.region_memory(0));
+    assert_eq!(&ram[..], vm.region_memory(0));
     assert!(cache.flushed.borrow().is_empty());
 
     let mut bar = vec![0u8; 4 * PAGE_SIZE];
@@ -126,7 +126,7 @@ fn installing_flushes_each_flush_page_after_writing_it_and_nothing_else() {
             flushed: true
         })
     );
-    assert_eq!(bar.as_slice(), vm.region_memory(1));
+    assert_eq!(&bar[..], vm.region_memory(1));
     let flushed: Vec<usize> = cache.flushed.borrow().iter().map(|f| f.0).collect();
     let expect: Vec<usize> = (0..4)
         .map(|i| bar.as_ptr() as usize + i * PAGE_SIZE)

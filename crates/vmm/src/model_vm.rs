@@ -10,7 +10,7 @@
 //! The host reads a page through its write-back mapping: each [`MigrationSource::page`] call
 //! performs those loads in the simulator, so a line the host cached in an earlier round and
 //! the GPU has since rewritten in memory comes back stale, exactly as on hardware. The
-//! `flush` policy's [`MigrationSource::flush_page`] hands the page's addresses to the
+//! `flush` policy's [`MigrationSource::flush_pages`] hands the pages' addresses to the
 //! [`ModelCache`], which performs CLFLUSHOPT + SFENCE in the simulator. After a
 //! migration, [`ModelVm::truth`] (every byte's last committed write) is what the destination
 //! must have received, and [`ModelVm::stale_reads`] counts the host reads that were not it.
@@ -80,7 +80,7 @@ impl Default for ModelVmConfig {
 struct Machine {
     sim: RefCell<State>,
     host: AgentId,
-    /// Guest-physical address of the page `flush_page` is flushing, and the address of the
+    /// Guest-physical address of the page `flush_pages` is flushing, and the address of the
     /// buffer it hands the cache: a flush of those bytes is a flush of that page.
     flushing: Cell<Option<(u64, usize)>>,
     /// Flushes of anything else (an engine bug the tests catch).
@@ -367,20 +367,23 @@ impl MigrationSource for ModelVm {
         Ok(&self.buffer[..])
     }
 
-    /// Flushes the page's addresses in the simulator through `cache`, without reading it
-    /// (a read here would be a host load of its own, judged like any other).
-    fn flush_page(
+    /// Flushes each page's addresses in the simulator through `cache`, one page at a time
+    /// and without reading it (a read here would be a host load of its own, judged like
+    /// any other).
+    fn flush_pages(
         &mut self,
         region: u32,
-        index: u32,
+        indexes: &[u32],
         cache: &dyn CacheMaintenance,
     ) -> Result<(), SourceError> {
-        let gpa = self.page_gpa(region, index)?;
-        self.machine
-            .flushing
-            .set(Some((gpa, self.buffer.as_ptr() as usize)));
-        cache.flush_range(&self.buffer[..]);
-        self.machine.flushing.set(None);
+        for &index in indexes {
+            let gpa = self.page_gpa(region, index)?;
+            self.machine
+                .flushing
+                .set(Some((gpa, self.buffer.as_ptr() as usize)));
+            cache.flush_range(&self.buffer[..]);
+            self.machine.flushing.set(None);
+        }
         Ok(())
     }
 
@@ -455,7 +458,7 @@ pub struct ModelCache {
 }
 
 impl CacheMaintenance for ModelCache {
-    /// `bytes` must be what [`ModelVm`]'s `flush_page` hands over; anything else is counted
+    /// `bytes` must be what [`ModelVm`]'s `flush_pages` hands over; anything else is counted
     /// in [`ModelVm::stray_flushes`] and not flushed.
     fn flush_range(&self, bytes: &[u8]) {
         match self.machine.flushing.get() {

@@ -47,7 +47,7 @@ fn migrate(
 
 fn memory(image: &VmImage, name: &str) -> Vec<u8> {
     match &image.region(name).unwrap().contents {
-        RegionContents::Memory(bytes) => bytes.clone(),
+        RegionContents::Memory(bytes) => bytes.to_vec(),
         RegionContents::Recreate => panic!("{name} was skipped"),
     }
 }

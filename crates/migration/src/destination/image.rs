@@ -2,6 +2,7 @@
 //! region of it is installed into the new VM's memory (flushing `flush` pages after writing
 //! them).
 
+use super::RegionMemory;
 use crate::cache::CacheMaintenance;
 use crate::format::{
     DeviceState, PAGE_SIZE, Policy, RegionConfig, StreamHeader, VcpuState, VmConfig,
@@ -35,9 +36,19 @@ pub struct RegionImage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegionContents {
     /// Every page, `config.size` bytes.
-    Memory(Vec<u8>),
+    Memory(RegionMemory),
     /// Sent empty under the `skip` policy: the device that owns it must re-create it.
     Recreate,
+}
+
+impl RegionContents {
+    /// The region's bytes, or `None` for a region to re-create.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            RegionContents::Memory(memory) => Some(memory),
+            RegionContents::Recreate => None,
+        }
+    }
 }
 
 /// What [`RegionImage::install`] did.

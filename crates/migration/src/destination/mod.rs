@@ -19,8 +19,10 @@
 //! memory.
 
 mod image;
+mod memory;
 
 pub use image::{InstallError, Installed, RegionContents, RegionImage, VmImage};
+pub use memory::RegionMemory;
 
 use std::io::Read;
 
@@ -56,12 +58,26 @@ pub fn receive<R: Read>(
     reader: &mut StreamReader<R>,
     limits: Limits,
 ) -> Result<VmImage, StreamError> {
+    receive_announcing(reader, limits, || Ok(()))
+}
+
+/// [`receive`], calling `configured` once the configuration was accepted and the staging
+/// memory is ready, before the first page is read (the live transport says READY there).
+pub fn receive_announcing<R: Read>(
+    reader: &mut StreamReader<R>,
+    limits: Limits,
+    mut configured: impl FnMut() -> Result<(), StreamError>,
+) -> Result<VmImage, StreamError> {
     let mut destination = Destination::new(reader.header().clone(), limits);
     loop {
         let offset = reader.position();
         let chunk = reader.next_chunk()?;
+        let config = matches!(chunk, Chunk::VmConfig(_));
         if let Some(image) = destination.accept(chunk, offset)? {
             return Ok(image);
+        }
+        if config {
+            configured()?;
         }
     }
 }
@@ -96,7 +112,7 @@ struct Body {
 #[derive(Debug)]
 struct Staging {
     /// The region's bytes; empty for a `skip` region.
-    memory: Vec<u8>,
+    memory: RegionMemory,
     /// Pages received at least once.
     received: DirtyBitmap,
     data_pages: u64,
@@ -179,20 +195,25 @@ impl Body {
         let staging = config
             .regions
             .iter()
-            .map(|r| Staging {
-                memory: if r.carries_pages() {
-                    vec![0; r.size as usize]
-                } else {
-                    Vec::new()
-                },
-                // A `skip` region receives no page, and its size is not bounded by
-                // `max_memory`: a bitmap for it would be an allocation the stream chooses.
-                received: DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }),
-                data_pages: 0,
-                zero_pages: 0,
-                skip_announced: false,
+            .map(|r| {
+                let len = if r.carries_pages() { r.size } else { 0 };
+                let memory =
+                    RegionMemory::zeroed(len as usize).map_err(|e| StreamError::StagingMemory {
+                        region: r.name.clone(),
+                        bytes: len,
+                        kind: e.kind(),
+                    })?;
+                Ok(Staging {
+                    memory,
+                    // A `skip` region receives no page, and its size is not bounded by
+                    // `max_memory`: a bitmap for it would be an allocation the stream chooses.
+                    received: DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }),
+                    data_pages: 0,
+                    zero_pages: 0,
+                    skip_announced: false,
+                })
             })
-            .collect();
+            .collect::<Result<_, StreamError>>()?;
         Ok(Body {
             vcpus: vec![None; config.vcpu_count as usize],
             config,

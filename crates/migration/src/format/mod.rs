@@ -145,8 +145,12 @@ impl fmt::Display for Version {
     }
 }
 
-/// The version this build writes.
-pub const VERSION: Version = Version::new(1, 0);
+/// The version this build writes. 1.1 added the live READY handshake (the chunks are
+/// those of 1.0, so 1.0 snapshots still read).
+pub const VERSION: Version = Version::new(1, 1);
+/// The first version whose live destination says READY after the configuration; a
+/// destination answers an older source as that source expects, without it.
+pub const READY_SINCE: Version = Version::new(1, 1);
 /// The oldest version this build reads.
 pub const OLDEST_READABLE: Version = Version::new(1, 0);
 
@@ -180,7 +184,8 @@ mod tests {
         let cases = [
             (VERSION, true),
             (OLDEST_READABLE, true),
-            (Version::new(1, 1), false),
+            (Version::new(1, 0), true),
+            (Version::new(1, 2), false),
             (Version::new(2, 0), false),
             (Version::new(0, 9), false),
             (Version::new(0, 0), false),
@@ -189,7 +194,7 @@ mod tests {
             assert_eq!(check_version(version).is_ok(), accepted, "{version}");
         }
         assert!(matches!(
-            check_version(Version::new(1, 1)),
+            check_version(Version::new(1, 2)),
             Err(StreamError::VersionTooNew { .. })
         ));
         assert!(matches!(

@@ -27,18 +27,32 @@ pub enum PageSlot<'a> {
 
 /// A run of pages of one region, at most [`MAX_PAGES_PER_CHUNK`].
 ///
+/// The run is kept as its wire payload (the run header's place, then each page's record
+/// and contents), so a page is copied once on its way from guest memory to the socket: into
+/// the run, which the writer then frames as it stands.
+///
 /// NOTICE: changes require a stream version bump.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PageRun {
     /// The region's id.
     pub region: u32,
     /// The pre-copy round the pages belong to (0 = the full copy).
     pub round: u32,
-    /// Page indexes, each with the position of its contents in `data` (`None`: zero page).
+    /// Page indexes, each with the offset of its contents in `wire` (`None`: zero page).
     entries: Vec<(u32, Option<usize>)>,
-    /// The contents of the data pages, concatenated.
-    data: Vec<u8>,
+    /// The payload: [`RUN_HEADER_LEN`] bytes for the header (written by [`PageRun::payload`]
+    /// from the fields above), then the records.
+    wire: Vec<u8>,
 }
+
+impl PartialEq for PageRun {
+    /// Runs are equal when they carry the same pages, whatever their buffers hold.
+    fn eq(&self, other: &Self) -> bool {
+        self.region == other.region && self.round == other.round && self.pages().eq(other.pages())
+    }
+}
+
+impl Eq for PageRun {}
 
 impl PageRun {
     /// An empty run.
@@ -47,7 +61,7 @@ impl PageRun {
             region,
             round,
             entries: Vec::new(),
-            data: Vec::new(),
+            wire: vec![0; RUN_HEADER_LEN],
         }
     }
 
@@ -65,18 +79,25 @@ impl PageRun {
             });
         }
         let zero = page.iter().all(|&b| b == 0);
-        if zero {
-            self.entries.push((index, None));
-        } else {
-            self.push_data(index, page);
-        }
+        self.push_record(index, if zero { None } else { Some(page) });
         Ok(zero)
     }
 
-    fn push_data(&mut self, index: u32, page: &[u8]) {
-        self.entries
-            .push((index, Some(self.data.len() / PAGE_SIZE)));
-        self.data.extend_from_slice(page);
+    fn push_record(&mut self, index: u32, data: Option<&[u8]>) {
+        let mut record = [0u8; RECORD_LEN];
+        record[..4].copy_from_slice(&index.to_le_bytes());
+        record[4] = if data.is_some() {
+            CONTENTS_DATA
+        } else {
+            CONTENTS_ZERO
+        };
+        self.wire.extend_from_slice(&record);
+        let at = data.map(|page| {
+            let at = self.wire.len();
+            self.wire.extend_from_slice(page);
+            at
+        });
+        self.entries.push((index, at));
     }
 
     /// Pages in the run.
@@ -97,41 +118,46 @@ impl PageRun {
     /// Removes every page, keeping the buffers for the next run.
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.data.clear();
+        self.wire.truncate(RUN_HEADER_LEN);
     }
 
     /// The pages, in order.
     pub fn pages(&self) -> impl Iterator<Item = (u32, PageSlot<'_>)> {
         self.entries.iter().map(|&(index, at)| {
             let slot = match at {
-                Some(k) => PageSlot::Data(&self.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE]),
+                Some(at) => PageSlot::Data(&self.wire[at..at + PAGE_SIZE]),
                 None => PageSlot::Zero,
             };
             (index, slot)
         })
     }
 
-    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
-        let mut enc = Enc::new(buf);
+    /// The run's payload as it goes on the wire, its header written from the fields.
+    pub(crate) fn payload(&mut self) -> &[u8] {
+        let header = self.header();
+        self.wire[..RUN_HEADER_LEN].copy_from_slice(&header);
+        &self.wire
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let mut header = Vec::with_capacity(RUN_HEADER_LEN);
+        let mut enc = Enc::new(&mut header);
         enc.u32(self.region);
         enc.u32(self.round);
         enc.u32(self.entries.len() as u32);
         enc.zeros(4);
-        for (index, slot) in self.pages() {
-            enc.u32(index);
-            match slot {
-                PageSlot::Zero => enc.u8(CONTENTS_ZERO),
-                PageSlot::Data(_) => enc.u8(CONTENTS_DATA),
-            }
-            enc.zeros(3);
-            if let PageSlot::Data(page) = slot {
-                enc.bytes(page);
-            }
-        }
+        header
     }
 
-    pub(crate) fn decode(payload: &[u8]) -> Result<Self, Malformation> {
-        let mut dec = Dec::new(payload);
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.header());
+        buf.extend_from_slice(&self.wire[RUN_HEADER_LEN..]);
+    }
+
+    /// Decodes `payload` in place: the run keeps the buffer as its wire form, so a page is
+    /// not copied again on its way from the socket to the destination's memory.
+    pub(crate) fn decode(payload: Vec<u8>) -> Result<Self, Malformation> {
+        let mut dec = Dec::new(&payload);
         let region = dec.u32("region id")?;
         let round = dec.u32("round")?;
         let count = dec.u32("page count")?;
@@ -143,20 +169,18 @@ impl PageRun {
                 cap: MAX_PAGES_PER_CHUNK as u64,
             });
         }
-        let mut run = PageRun {
-            region,
-            round,
-            entries: Vec::with_capacity(count as usize),
-            // Bounded by the payload, whose length was checked against the kind's cap.
-            data: Vec::with_capacity(dec.remaining()),
-        };
+        let mut entries = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let index = dec.u32("page index")?;
             let contents = dec.u8("page contents")?;
             dec.zeros(3, "page padding")?;
             match contents {
-                CONTENTS_DATA => run.push_data(index, dec.take(PAGE_SIZE, "page data")?),
-                CONTENTS_ZERO => run.entries.push((index, None)),
+                CONTENTS_DATA => {
+                    let at = payload.len() - dec.remaining();
+                    dec.take(PAGE_SIZE, "page data")?;
+                    entries.push((index, Some(at)));
+                }
+                CONTENTS_ZERO => entries.push((index, None)),
                 other => {
                     return Err(Malformation::BadValue {
                         field: "page contents",
@@ -166,7 +190,12 @@ impl PageRun {
             }
         }
         dec.finish()?;
-        Ok(run)
+        Ok(PageRun {
+            region,
+            round,
+            entries,
+            wire: payload,
+        })
     }
 }
 
@@ -195,7 +224,7 @@ mod tests {
         let run = run();
         let bytes = encoded(&run);
         assert_eq!(bytes.len(), 16 + 3 * 8 + 2 * PAGE_SIZE);
-        let back = PageRun::decode(&bytes).unwrap();
+        let back = PageRun::decode(bytes.clone()).unwrap();
         assert_eq!(back, run);
         let slots: Vec<_> = back.pages().collect();
         assert_eq!(slots[0], (10, PageSlot::Zero));
@@ -218,7 +247,7 @@ mod tests {
         assert_eq!(bytes.len(), MAX_PAYLOAD);
         bytes[8..12].copy_from_slice(&(MAX_PAGES_PER_CHUNK as u32 + 1).to_le_bytes());
         assert!(matches!(
-            PageRun::decode(&bytes),
+            PageRun::decode(bytes.clone()),
             Err(Malformation::TooMany { .. })
         ));
     }
@@ -237,7 +266,7 @@ mod tests {
         let mut bad = good.clone();
         bad[16 + 4] = 9;
         assert_eq!(
-            PageRun::decode(&bad),
+            PageRun::decode(bad.clone()),
             Err(Malformation::BadValue {
                 field: "page contents",
                 value: 9
@@ -246,13 +275,13 @@ mod tests {
         let mut bad = good.clone();
         bad[8] = 4; // one more record than the payload holds
         assert_eq!(
-            PageRun::decode(&bad),
+            PageRun::decode(bad.clone()),
             Err(Malformation::Short {
                 field: "page index"
             })
         );
         assert_eq!(
-            PageRun::decode(&good[..good.len() - 1]),
+            PageRun::decode(good[..good.len() - 1].to_vec()),
             Err(Malformation::Short { field: "page data" })
         );
     }

@@ -1,11 +1,14 @@
-//! The control messages that close a live migration: the destination's verdict, sent after
-//! it verified `End` (ACK) or as soon as it refused the stream (NAK, with the reason), and
-//! the source's COMMIT in answer to an ACK. The destination runs the guest only after
+//! The control messages of a live migration: the destination's READY once it accepted the
+//! configuration and made its memory ready (the source sends no page before it), its
+//! verdict, sent after it verified `End` (ACK) or as soon as it refused the stream (NAK,
+//! with the reason), and the source's COMMIT in answer to an ACK. The destination runs the guest only after
 //! COMMIT: if the ACK is lost the source resumes, and without COMMIT the destination must
 //! not run the guest too. They are checksummed: a corrupted NAK must never read as an ACK.
 
 use std::io::{Read, Write};
 
+#[cfg(doc)]
+use super::READY_SINCE;
 use super::wire::{decode_name, read_full};
 use crate::crc::crc64;
 use crate::error::{EncodeError, Malformation, StreamError};
@@ -16,10 +19,14 @@ pub const MAX_REASON_LEN: usize = 512;
 const CODE_ACK: u8 = 1;
 const CODE_NAK: u8 = 2;
 const CODE_COMMIT: u8 = 3;
+const CODE_READY: u8 = 4;
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
+    /// Destination (streams from version [`READY_SINCE`] on): the configuration is
+    /// accepted and its memory is ready; the source may send pages.
+    Ready,
     /// Destination: everything verified; it will run the guest once the source commits.
     Ack,
     /// Destination: refused, with its error message.
@@ -44,6 +51,7 @@ impl Status {
             Status::Ack => (CODE_ACK, ""),
             Status::Nak(reason) => (CODE_NAK, reason.as_str()),
             Status::Commit => (CODE_COMMIT, ""),
+            Status::Ready => (CODE_READY, ""),
         };
         super::wire::check_name("status reason", reason, MAX_REASON_LEN)?;
         let mut buf = vec![code, 0];
@@ -90,6 +98,7 @@ impl Status {
         match head[0] {
             CODE_ACK if len == 0 => Ok(Status::Ack),
             CODE_COMMIT if len == 0 => Ok(Status::Commit),
+            CODE_READY if len == 0 => Ok(Status::Ready),
             CODE_NAK => Ok(Status::Nak(
                 decode_name(reason, "status reason", true).map_err(bad)?,
             )),
@@ -114,6 +123,7 @@ mod tests {
     #[test]
     fn ack_and_nak_round_trip() {
         for s in [
+            Status::Ready,
             Status::Ack,
             Status::Commit,
             Status::nak("page 9 of region \"ram\" never arrived"),
@@ -134,7 +144,12 @@ mod tests {
 
     #[test]
     fn a_corrupted_message_never_reads_as_another() {
-        for status in [Status::nak("no"), Status::Ack, Status::Commit] {
+        for status in [
+            Status::nak("no"),
+            Status::Ready,
+            Status::Ack,
+            Status::Commit,
+        ] {
             let good = bytes(&status);
             for i in 0..good.len() {
                 for bit in 0..8 {

@@ -61,6 +61,10 @@ pub enum MigrationError {
     /// The destination refused the stream.
     #[error("the destination refused the migration: {0}")]
     DestinationRefused(String),
+    /// The destination did not say READY after the configuration (dropped connection,
+    /// timeout, corrupt reply); no page was sent.
+    #[error("the destination did not accept the configuration: {0}")]
+    NotReady(StreamError),
     /// No valid verdict came back (dropped connection, timeout, corrupt reply).
     #[error("no verdict from the destination: {0}")]
     NoVerdict(StreamError),

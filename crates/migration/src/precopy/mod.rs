@@ -3,8 +3,9 @@
 //!
 //! 1. Check the configuration; a `refuse` region fails the migration here, before the
 //!    first byte.
-//! 2. Start the dirty log; send the header, the configuration, a `RegionSkipped` per `skip`
-//!    region, and round 0: every page of every copied region (zero pages as markers,
+//! 2. Start the dirty log; send the header, the configuration and a `RegionSkipped` per
+//!    `skip` region; wait for the destination's READY (it accepted the configuration and
+//!    its memory is ready); send round 0: every page of every copied region (zero pages as markers,
 //!    `flush` pages flushed before they are read).
 //! 3. Dirty rounds while the guest runs: take the dirty log, send those pages, measure.
 //!    Stop when the pending pages would take no longer than the downtime budget at the
@@ -72,7 +73,7 @@ pub fn sendable_config(source: &dyn MigrationSource) -> Result<VmConfig, Migrati
 /// Migrates `source`: the stream goes to `out`, the destination's verdict comes from
 /// `replies`. `progress` is called after every round. On success the guest is left paused;
 /// on any failure it runs again, as if nothing happened.
-pub fn migrate<W: Write, R: Read>(
+pub fn migrate<W: Write + Send, R: Read>(
     out: W,
     mut replies: R,
     source: &mut dyn MigrationSource,
@@ -157,7 +158,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run<W: Write, R: Read>(
+    fn run<W: Write + Send, R: Read>(
         mut self,
         out: W,
         replies: &mut R,
@@ -175,6 +176,10 @@ impl Session<'_> {
             })
             .collect();
         let mut t = Transfer::start(out, StreamKind::Live, source, cache, self.config.clone())?;
+        t.writer().flush()?;
+        let configured = Instant::now();
+        await_ready(replies)?;
+        let setup = configured.elapsed();
         let streamed = self.stream(&mut t, &copied, started, progress);
         let (rounds, converged, paused_at) = match streamed {
             Ok(done) => done,
@@ -191,20 +196,23 @@ impl Session<'_> {
         match Status::read_from(replies) {
             Ok(Status::Ack) => {}
             Ok(Status::Nak(reason)) => return Err(MigrationError::DestinationRefused(reason)),
-            Ok(Status::Commit) => {
-                return Err(MigrationError::DestinationRefused(
-                    "the destination sent COMMIT instead of a verdict".into(),
-                ));
+            Ok(other @ (Status::Commit | Status::Ready)) => {
+                return Err(MigrationError::DestinationRefused(format!(
+                    "the destination sent {other:?} instead of a verdict"
+                )));
             }
             Err(error) => return Err(MigrationError::NoVerdict(error)),
         }
         Status::Commit.write_to(t.writer().get_mut())?;
-        Ok(t.summary(started.elapsed(), paused_at.elapsed(), rounds, converged))
+        Ok(Summary {
+            setup,
+            ..t.summary(started.elapsed(), paused_at.elapsed(), rounds, converged)
+        })
     }
 
     /// Sends everything up to `End`; returns the rounds, whether pre-copy converged, and
     /// when the guest was paused.
-    fn stream<W: Write>(
+    fn stream<W: Write + Send>(
         &mut self,
         t: &mut Transfer<'_, W>,
         copied: &[Copied],
@@ -260,7 +268,7 @@ impl Session<'_> {
     }
 
     /// Takes the dirty log of every copied region, remembering every bit taken.
-    fn take_dirty<W: Write>(
+    fn take_dirty<W: Write + Send>(
         &mut self,
         t: &mut Transfer<'_, W>,
         copied: &[Copied],
@@ -287,7 +295,7 @@ impl Session<'_> {
     }
 
     /// Progress after `round`, whose pages were sent and whose dirty log is `pending`.
-    fn report<W: Write>(
+    fn report<W: Write + Send>(
         &self,
         t: &Transfer<'_, W>,
         round: u32,
@@ -319,6 +327,20 @@ impl Session<'_> {
 struct Clock {
     started: Instant,
     round_started: Instant,
+}
+
+/// Waits for the destination to accept the configuration and make its memory ready: no
+/// page is sent before, so a refused configuration costs no bandwidth and the
+/// destination's memory setup does not stall the copy.
+fn await_ready(replies: &mut impl Read) -> Result<(), MigrationError> {
+    match Status::read_from(replies) {
+        Ok(Status::Ready) => Ok(()),
+        Ok(Status::Nak(reason)) => Err(MigrationError::DestinationRefused(reason)),
+        Ok(other) => Err(MigrationError::DestinationRefused(format!(
+            "the destination sent {other:?} instead of READY"
+        ))),
+        Err(error) => Err(MigrationError::NotReady(error)),
+    }
 }
 
 /// The destination's NAK reason, if one is waiting on `replies`.

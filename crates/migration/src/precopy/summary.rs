@@ -68,6 +68,9 @@ pub struct Summary {
     /// Live: from the pause to the COMMIT, after which the destination may run the guest
     /// (the source stays paused). Snapshot: how long the guest was paused.
     pub downtime: Duration,
+    /// Live: from the configuration sent to the destination's READY, which it says once it
+    /// mapped and populated its memory (part of `total_time`). Zero for a snapshot.
+    pub setup: Duration,
     /// Rounds of pages, round 0 and the stop-and-copy round included.
     pub rounds: u32,
     /// Whether pre-copy reached the downtime budget (false: the round cap forced

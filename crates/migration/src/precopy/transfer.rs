@@ -1,15 +1,25 @@
 //! The part of sending shared by live migration and snapshots: header, configuration and
 //! skipped regions; page rounds with the `flush` policy and zero-page elision; vCPU and
 //! device state; `End` with the totals; and the counts that make the summary.
+//!
+//! Pages are sent by two threads: this one gathers runs (flushes a noncoherent page, reads
+//! it, checks it for zero, copies it into the run) while a scoped writer thread frames the
+//! previous run (CRC) and hands it to the kernel. Done one after the other, the gathering
+//! added a quarter to the socket's time; overlapped, it hides behind it, flushes included.
+//! The source and the cache stay on this thread; only the stream writer crosses over.
 
 use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{MigrationError, step};
 use super::summary::{RegionSummary, Summary};
 use crate::cache::CacheMaintenance;
+use crate::error::EncodeError;
 use crate::format::{
-    PAGE_SIZE, PageRun, Policy, RegionTotals, StreamHeader, StreamKind, Totals, VmConfig,
+    MAX_PAGES_PER_CHUNK, PAGE_SIZE, PageRun, Policy, RegionTotals, StreamHeader, StreamKind,
+    Totals, VmConfig,
 };
 use crate::source::MigrationSource;
 use crate::stream::{Chunk, StreamWriter};
@@ -20,7 +30,6 @@ pub(crate) struct Transfer<'a, W: Write> {
     source: &'a mut dyn MigrationSource,
     cache: &'a dyn CacheMaintenance,
     config: VmConfig,
-    run: PageRun,
     regions: Vec<RegionSummary>,
     pages: u64,
     vcpus: u32,
@@ -28,7 +37,11 @@ pub(crate) struct Transfer<'a, W: Write> {
     skipped: u32,
 }
 
-impl<'a, W: Write> Transfer<'a, W> {
+/// Runs in flight between the gathering and the writing thread: one being written, one
+/// being filled.
+const RUNS_IN_FLIGHT: usize = 2;
+
+impl<'a, W: Write + Send> Transfer<'a, W> {
     /// Writes the header, the configuration and a `RegionSkipped` for each `skip` region.
     pub(crate) fn start(
         out: W,
@@ -64,7 +77,6 @@ impl<'a, W: Write> Transfer<'a, W> {
             source,
             cache,
             config,
-            run: PageRun::new(0, 0),
             regions,
             pages: 0,
             vcpus: 0,
@@ -96,45 +108,41 @@ impl<'a, W: Write> Transfer<'a, W> {
     ) -> Result<u64, MigrationError> {
         let started = Instant::now();
         let id = self.config.regions[region].id;
-        let flush = self.config.regions[region].policy == Policy::Flush;
-        self.run.clear();
-        self.run.region = id;
-        self.run.round = round;
-        let mut sent = 0;
-        for index in pages {
-            if flush {
-                // The guest's non-snooping writes went to memory; a line the host has
-                // cached may be older. Flush first, then read.
-                self.source
-                    .flush_page(id, index, self.cache)
-                    .map_err(step("flushing a guest page"))?;
-                self.regions[region].flushed_pages += 1;
-            }
-            let page = read_page(self.source, id, index)?;
-            let elided = self.run.push(index, page)?;
-            let summary = &mut self.regions[region];
-            if elided {
-                summary.zero_pages += 1;
-            } else {
-                summary.data_pages += 1;
-            }
-            sent += 1;
-            if self.run.is_full() {
-                self.flush_run(region)?;
-            }
+        let (full, to_write) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
+        let (written, empty) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
+        for _ in 0..RUNS_IN_FLIGHT {
+            written
+                .send(PageRun::new(id, round))
+                .expect("the channel holds every run");
         }
-        if !self.run.is_empty() {
-            self.flush_run(region)?;
-        }
+        let writer = &mut self.writer;
+        let (gathered, wrote) = thread::scope(|scope| {
+            let writing = thread::Builder::new()
+                .name("migration-writer".into())
+                .spawn_scoped(scope, move || write_runs(writer, &to_write, &written))
+                .map_err(|e| EncodeError::Io { kind: e.kind() })?;
+            let mut gather = Gather {
+                source: &mut *self.source,
+                cache: self.cache,
+                summary: &mut self.regions[region],
+                flush: self.config.regions[region].policy == Policy::Flush,
+                id,
+            };
+            let gathered = gather.runs(pages, &full, &empty);
+            // Closing the channel ends the writer once it has written what it was given.
+            drop(full);
+            let wrote = writing
+                .join()
+                .expect("the stream writer thread does not panic");
+            Ok::<_, EncodeError>((gathered, wrote))
+        })?;
+        // A failed write is the better error: the gathering stopped because of it.
+        let bytes = wrote?;
+        let sent = gathered?;
+        self.regions[region].bytes += bytes;
         self.pages += sent;
         self.regions[region].busy += started.elapsed();
         Ok(sent)
-    }
-
-    fn flush_run(&mut self, region: usize) -> Result<(), MigrationError> {
-        self.regions[region].bytes += self.writer.write_pages(&self.run)?;
-        self.run.clear();
-        Ok(())
     }
 
     /// Sends every vCPU's and device's state (the guest must be paused).
@@ -195,6 +203,7 @@ impl<'a, W: Write> Transfer<'a, W> {
         Summary {
             total_time,
             downtime,
+            setup: Duration::ZERO,
             rounds,
             converged,
             stream_bytes: self.writer.position(),
@@ -205,6 +214,79 @@ impl<'a, W: Write> Transfer<'a, W> {
             regions: self.regions.clone(),
         }
     }
+}
+
+/// The gathering side of [`Transfer::send_pages`].
+struct Gather<'t> {
+    source: &'t mut dyn MigrationSource,
+    cache: &'t dyn CacheMaintenance,
+    summary: &'t mut RegionSummary,
+    flush: bool,
+    id: u32,
+}
+
+impl Gather<'_> {
+    /// Fills runs from `pages`, a run's worth at a time (flushed together under `flush`),
+    /// taking empty runs from `empty` and passing each filled one to `full`. Returns the
+    /// pages gathered; stops early, without an error of its own, if the writer went away
+    /// (it failed and says why).
+    fn runs(
+        &mut self,
+        pages: impl IntoIterator<Item = u32>,
+        full: &SyncSender<PageRun>,
+        empty: &Receiver<PageRun>,
+    ) -> Result<u64, MigrationError> {
+        let mut pages = pages.into_iter();
+        let mut batch = Vec::with_capacity(MAX_PAGES_PER_CHUNK);
+        let mut gathered = 0;
+        loop {
+            batch.clear();
+            batch.extend(pages.by_ref().take(MAX_PAGES_PER_CHUNK));
+            if batch.is_empty() {
+                return Ok(gathered);
+            }
+            let Ok(mut run) = empty.recv() else {
+                return Ok(gathered);
+            };
+            if self.flush {
+                // The guest's non-snooping writes went to memory; a line the host has
+                // cached may be older. Flush the run's pages first, then read them.
+                self.source
+                    .flush_pages(self.id, &batch, self.cache)
+                    .map_err(step("flushing guest pages"))?;
+                self.summary.flushed_pages += batch.len() as u64;
+            }
+            for &index in &batch {
+                let page = read_page(self.source, self.id, index)?;
+                if run.push(index, page)? {
+                    self.summary.zero_pages += 1;
+                } else {
+                    self.summary.data_pages += 1;
+                }
+            }
+            gathered += batch.len() as u64;
+            if full.send(run).is_err() {
+                return Ok(gathered);
+            }
+        }
+    }
+}
+
+/// The writing side of [`Transfer::send_pages`]: writes every run that arrives on `runs`
+/// and hands it back emptied on `emptied`; returns the bytes written.
+fn write_runs<W: Write>(
+    writer: &mut StreamWriter<W>,
+    runs: &Receiver<PageRun>,
+    emptied: &SyncSender<PageRun>,
+) -> Result<u64, EncodeError> {
+    let mut bytes = 0;
+    for mut run in runs {
+        bytes += writer.write_pages(&mut run)?;
+        run.clear();
+        // The gatherer may have finished and gone: the run is simply dropped.
+        let _ = emptied.send(run);
+    }
+    Ok(bytes)
 }
 
 /// Page `index` of region `id` of `source`, checked to be exactly one page long.
@@ -224,4 +306,150 @@ fn read_page(
         });
     }
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::format::{
+        DeviceState, RegionConfig, RegionKind, Registration, SourceFacts, VcpuState, Vendor,
+    };
+    use crate::{DirtyBitmap, SourceError};
+
+    /// What happened, in order: a page handed out, a page's lines flushed, a fence.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Event {
+        Read(u32),
+        Flush(u32),
+        Fence,
+    }
+
+    type Log = Rc<RefCell<Vec<Event>>>;
+
+    /// One `flush` region of `pages` pages in a buffer; every page read is logged.
+    struct Bar {
+        memory: Vec<u8>,
+        log: Log,
+    }
+
+    impl MigrationSource for Bar {
+        fn facts(&self) -> SourceFacts {
+            SourceFacts {
+                kernel_profile: "test".into(),
+                host: "test".into(),
+                vendor: Vendor::Intel,
+            }
+        }
+        fn config(&self) -> VmConfig {
+            config(self.memory.len())
+        }
+        fn page(&mut self, _: u32, index: u32) -> Result<&[u8], SourceError> {
+            self.log.borrow_mut().push(Event::Read(index));
+            let at = index as usize * PAGE_SIZE;
+            Ok(&self.memory[at..at + PAGE_SIZE])
+        }
+        // Only pages are sent in these tests.
+        fn start_dirty_log(&mut self) -> Result<(), SourceError> {
+            unreachable!()
+        }
+        fn dirty_pages(&mut self, _: u32) -> Result<DirtyBitmap, SourceError> {
+            unreachable!()
+        }
+        fn return_dirty_pages(&mut self, _: u32, _: &DirtyBitmap) {
+            unreachable!()
+        }
+        fn stop_dirty_log(&mut self) {
+            unreachable!()
+        }
+        fn pause(&mut self) -> Result<(), SourceError> {
+            unreachable!()
+        }
+        fn resume(&mut self) -> Result<(), SourceError> {
+            unreachable!()
+        }
+        fn vcpu_states(&mut self) -> Result<Vec<VcpuState>, SourceError> {
+            unreachable!()
+        }
+        fn device_states(&mut self) -> Result<Vec<DeviceState>, SourceError> {
+            unreachable!()
+        }
+    }
+
+    /// Logs flushes by page index (of the buffer at `base`) and fences.
+    struct Cache {
+        base: usize,
+        log: Log,
+    }
+
+    impl CacheMaintenance for Cache {
+        fn flush_range(&self, _: &[u8]) {
+            panic!("the engine flushes lines and fences once per run");
+        }
+        fn flush_lines(&self, bytes: &[u8]) {
+            assert_eq!(bytes.len(), PAGE_SIZE);
+            let index = (bytes.as_ptr() as usize - self.base) / PAGE_SIZE;
+            self.log.borrow_mut().push(Event::Flush(index as u32));
+        }
+        fn fence(&self) {
+            self.log.borrow_mut().push(Event::Fence);
+        }
+    }
+
+    fn config(len: usize) -> VmConfig {
+        VmConfig {
+            vcpu_count: 1,
+            regions: vec![RegionConfig::noncoherent(
+                0,
+                "bar",
+                RegionKind::Bar,
+                Registration::MemslotFlag,
+                0,
+                len as u64,
+            )],
+        }
+    }
+
+    #[test]
+    fn every_flush_page_is_read_after_its_flush_was_fenced_with_one_fence_per_run() {
+        let pages = 2 * MAX_PAGES_PER_CHUNK + 88;
+        let log = Log::default();
+        let mut bar = Bar {
+            memory: (0..pages * PAGE_SIZE).map(|i| (i / 7) as u8 | 1).collect(),
+            log: Rc::clone(&log),
+        };
+        let cache = Cache {
+            base: bar.memory.as_ptr() as usize,
+            log: Rc::clone(&log),
+        };
+        let config = bar.config();
+        let mut t =
+            Transfer::start(Vec::new(), StreamKind::Snapshot, &mut bar, &cache, config).unwrap();
+        assert_eq!(t.send_pages(0, 0, 0..pages as u32).unwrap(), pages as u64);
+        let summary = t.summary(Duration::ZERO, Duration::ZERO, 1, true);
+        assert_eq!(summary.regions[0].flushed_pages, pages as u64);
+
+        let log = log.borrow();
+        let count = |e: Event| log.iter().filter(|&&x| x == e).count();
+        assert_eq!(count(Event::Fence), 3, "one fence per run of pages");
+        let (mut flushed, mut fenced) = (HashSet::new(), HashSet::new());
+        let mut last_read = vec![None; pages];
+        for (at, event) in log.iter().enumerate() {
+            match *event {
+                Event::Flush(i) => assert!(flushed.insert(i), "page {i} flushed twice"),
+                Event::Fence => fenced.extend(flushed.iter().copied()),
+                Event::Read(i) => last_read[i as usize] = Some((at, fenced.contains(&i))),
+            }
+        }
+        for (i, read) in last_read.iter().enumerate() {
+            assert_eq!(
+                read.map(|(_, after_fence)| after_fence),
+                Some(true),
+                "page {i}"
+            );
+        }
+    }
 }

@@ -63,11 +63,12 @@ impl Chunk {
         }
     }
 
-    /// Decodes a payload whose length was checked against the kind's cap.
-    fn decode(kind: ChunkKind, payload: &[u8]) -> Result<Chunk, Malformation> {
+    /// Decodes a payload whose length was checked against the kind's cap. A `Pages` run
+    /// takes the buffer over (the caller's is left empty); other kinds only read it.
+    fn decode(kind: ChunkKind, payload: &mut Vec<u8>) -> Result<Chunk, Malformation> {
         Ok(match kind {
             ChunkKind::VmConfig => Chunk::VmConfig(VmConfig::decode(payload)?),
-            ChunkKind::Pages => Chunk::Pages(PageRun::decode(payload)?),
+            ChunkKind::Pages => Chunk::Pages(PageRun::decode(std::mem::take(payload))?),
             ChunkKind::Vcpu => Chunk::Vcpu(Box::new(VcpuState::decode(payload)?)),
             ChunkKind::Device => Chunk::Device(DeviceState::decode(payload)?),
             ChunkKind::RegionSkipped => {

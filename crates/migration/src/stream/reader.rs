@@ -50,7 +50,8 @@ impl<R: Read> StreamReader<R> {
         read_full(&mut framed, &mut raw, offset, "a chunk header")?;
         let header = ChunkHeader::decode(&raw, offset)?;
         // `length` is at most the kind's cap here (checked by decode), so this allocation is
-        // bounded whatever the stream says; the buffer is reused across chunks.
+        // bounded whatever the stream says. The buffer is reused across chunks, except that
+        // a `Pages` run takes it over (and the allocator hands the memory back next time).
         self.payload.clear();
         self.payload.resize(header.length as usize, 0);
         let payload_at = offset + CHUNK_HEADER_LEN as u64;
@@ -81,7 +82,7 @@ impl<R: Read> StreamReader<R> {
             });
         }
         self.position = trailer_at + 8;
-        Chunk::decode(header.kind, &self.payload).map_err(|error| StreamError::Malformed {
+        Chunk::decode(header.kind, &mut self.payload).map_err(|error| StreamError::Malformed {
             kind: header.kind,
             offset,
             error,

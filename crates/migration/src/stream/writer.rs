@@ -46,41 +46,43 @@ impl<W: Write> StreamWriter<W> {
 
     /// Writes one chunk; returns its size in bytes, framing included.
     pub fn write(&mut self, chunk: &Chunk) -> Result<u64, EncodeError> {
-        self.payload.clear();
-        chunk.encode_payload(&mut self.payload)?;
-        self.frame(chunk.kind())
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let framed = chunk
+            .encode_payload(&mut payload)
+            .and_then(|()| self.frame(chunk.kind(), &payload));
+        self.payload = payload;
+        framed
     }
 
-    /// Writes a `Pages` chunk without moving the run into a [`Chunk`], so the sender can
-    /// reuse its buffers.
-    pub fn write_pages(&mut self, run: &PageRun) -> Result<u64, EncodeError> {
-        self.payload.clear();
-        run.encode(&mut self.payload);
-        self.frame(ChunkKind::Pages)
+    /// Writes a `Pages` chunk straight from the run's buffer, without moving the run into a
+    /// [`Chunk`] or copying it, so the sender can reuse the run.
+    pub fn write_pages(&mut self, run: &mut PageRun) -> Result<u64, EncodeError> {
+        self.frame(ChunkKind::Pages, run.payload())
     }
 
-    /// Frames the payload in `self.payload` as a chunk of `kind`.
-    fn frame(&mut self, kind: ChunkKind) -> Result<u64, EncodeError> {
+    /// Frames `payload` as a chunk of `kind`.
+    fn frame(&mut self, kind: ChunkKind, payload: &[u8]) -> Result<u64, EncodeError> {
         // Each encoder checks its own counts against the caps, so this holds; checked
         // anyway because a reader would refuse the chunk.
-        if self.payload.len() > kind.max_payload() as usize {
+        if payload.len() > kind.max_payload() as usize {
             return Err(EncodeError::TooMany {
                 field: "payload bytes",
-                count: self.payload.len() as u64,
+                count: payload.len() as u64,
                 cap: kind.max_payload().into(),
             });
         }
         let header = ChunkHeader {
             kind,
             flags: 0,
-            length: self.payload.len() as u32,
+            length: payload.len() as u32,
         };
         let mut framed = CrcWriter::new(&mut self.inner);
         framed.write_all(&header.encode())?;
-        framed.write_all(&self.payload)?;
+        framed.write_all(payload)?;
         let crc = framed.checksum();
         self.inner.write_all(&crc.to_le_bytes())?;
-        let size = (CHUNK_HEADER_LEN + self.payload.len() + CHUNK_TRAILER_LEN) as u64;
+        let size = (CHUNK_HEADER_LEN + payload.len() + CHUNK_TRAILER_LEN) as u64;
         self.position += size;
         Ok(size)
     }

@@ -32,7 +32,7 @@ pub(crate) struct BenchArgs {
     #[arg(value_enum)]
     pub name: BenchName,
     /// Repetitions behind each median [default: 31 for spte, 5 for memslots, 5 for
-    /// coherence].
+    /// coherence, 5 for migrate].
     #[arg(long, value_name = "N")]
     pub reps: Option<usize>,
     /// `migrate`: do not run (or install) QEMU as the peer.
@@ -53,9 +53,11 @@ pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
         }
         BenchName::Coherence => coherence_bench(args.reps.unwrap_or(5)).map_err(|e| failed(&e))?,
         BenchName::Migrate => {
+            let defaults = migrate::MigrateBenchConfig::default();
             let config = migrate::MigrateBenchConfig {
                 qemu: !args.no_qemu,
-                ..migrate::MigrateBenchConfig::default()
+                reps: args.reps.unwrap_or(defaults.reps),
+                ..defaults
             };
             let r = migrate::run(&config).map_err(|e| failed(&e))?;
             (r.to_string(), r.to_json())

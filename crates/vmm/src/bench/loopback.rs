@@ -9,9 +9,14 @@
 //! - the sender writes [`DEFAULT_WRITE_SIZE`] = 64 KiB per `write`: the migration encodes
 //!   4 KiB pages into a 64 KiB `BufWriter`, so what reaches the socket is one 64 KiB write per
 //!   full buffer; `TCP_NODELAY` is set as there;
-//! - the receiver reads into a [`DEFAULT_READ_SIZE`] = 1 MiB buffer, the capacity of the
-//!   destination's `BufReader`, and throws the bytes away;
-//! - the buffer holds seeded pseudo-random bytes, not zeros, as guest pages do.
+//! - the receiver reads into a [`DEFAULT_READ_SIZE`] = 1 MiB buffer, the size of a `Pages`
+//!   payload, which the destination reads past its small `BufReader` straight into the
+//!   chunk's buffer, and throws the bytes away;
+//! - the bytes are read from memory as the migration reads guest memory: the benchmark
+//!   hands [`loopback_copy`] the migrated guest's own RAM and BAR, so the ceiling pays the
+//!   same trip to DRAM for every byte (a small buffer sent over and over would be served
+//!   from cache, a copy no migration of a 1 GiB guest can make); [`loopback_ceiling`] sends
+//!   a buffer of seeded pseudo-random bytes, not zeros, as guest pages are.
 //!
 //! The clock starts before `connect` and stops when the receiver has read the last byte.
 //! Both sockets carry read/write timeouts, so a stuck copy ends with an error by itself.
@@ -25,7 +30,7 @@ use super::stats::SplitMix64;
 
 /// Bytes per `write` on the sending socket: what a full 64 KiB `BufWriter` hands the kernel.
 pub const DEFAULT_WRITE_SIZE: usize = 1 << 16;
-/// Bytes per `read` on the receiving socket: the destination's 1 MiB `BufReader`.
+/// Bytes per `read` on the receiving socket: a `Pages` payload.
 pub const DEFAULT_READ_SIZE: usize = 1 << 20;
 /// How long either side may block on one read or write before the copy is abandoned.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,13 +141,29 @@ fn socket(step: &'static str) -> impl FnOnce(io::Error) -> LoopbackError {
 /// # Ok::<(), vmm::bench::loopback::LoopbackError>(())
 /// ```
 pub fn loopback_ceiling(options: &LoopbackOptions) -> Result<LoopbackCeiling, LoopbackError> {
+    loopback_copy(options, &[&pseudo_random(options.write_size)])
+}
+
+/// The copy of [`loopback_ceiling`], its bytes taken from `memory`: each buffer in turn,
+/// `write_size` bytes per write (a write never spans two buffers), from the first again
+/// when all were sent. Empty buffers are passed over; with no bytes at all to send from,
+/// the seeded buffer is used.
+pub fn loopback_copy(
+    options: &LoopbackOptions,
+    memory: &[&[u8]],
+) -> Result<LoopbackCeiling, LoopbackError> {
     if options.write_size == 0 || options.read_size == 0 {
         return Err(LoopbackError::ZeroSize {
             write_size: options.write_size,
             read_size: options.read_size,
         });
     }
-    let payload = pseudo_random(options.write_size);
+    let seeded;
+    let mut memory: Vec<&[u8]> = memory.iter().copied().filter(|m| !m.is_empty()).collect();
+    if memory.is_empty() {
+        seeded = pseudo_random(options.write_size);
+        memory.push(&seeded);
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(socket("bind"))?;
     let addr = listener.local_addr().map_err(socket("bind"))?;
 
@@ -162,7 +183,7 @@ pub fn loopback_ceiling(options: &LoopbackOptions) -> Result<LoopbackCeiling, Lo
 
     let (expected, read_size) = (options.bytes, options.read_size);
     let receiving = thread::spawn(move || receive(receiver, expected, read_size));
-    let sent = send(&sender, &payload, options.bytes);
+    let sent = send(&sender, &memory, options.write_size, options.bytes);
     // Closing our half lets the receiver see EOF whether or not the send succeeded, so the
     // join below cannot wait for a timeout.
     drop(sender);
@@ -177,14 +198,22 @@ pub fn loopback_ceiling(options: &LoopbackOptions) -> Result<LoopbackCeiling, Lo
     })
 }
 
-/// Writes `bytes` bytes of `payload`, repeated, one `payload.len()` write at a time.
-fn send(mut stream: &TcpStream, payload: &[u8], bytes: u64) -> Result<(), LoopbackError> {
+/// Writes `bytes` bytes taken from `memory` (non-empty buffers, cycled), `write_size` at a
+/// time.
+fn send(
+    mut stream: &TcpStream,
+    memory: &[&[u8]],
+    write_size: usize,
+    bytes: u64,
+) -> Result<(), LoopbackError> {
     let mut left = bytes;
-    while left > 0 {
-        let n = payload
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        stream.write_all(&payload[..n]).map_err(socket("send"))?;
+    let writes = memory.iter().cycle().flat_map(|m| m.chunks(write_size));
+    for write in writes {
+        if left == 0 {
+            break;
+        }
+        let n = write.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        stream.write_all(&write[..n]).map_err(socket("send"))?;
         left -= n as u64;
     }
     stream.shutdown(Shutdown::Write).map_err(socket("send"))
@@ -253,6 +282,20 @@ mod tests {
             ..LoopbackOptions::new(3 * 4096 + 17)
         };
         assert_eq!(loopback_ceiling(&options).unwrap().bytes, 3 * 4096 + 17);
+    }
+
+    #[test]
+    fn a_copy_from_memory_cycles_through_the_buffers() {
+        let (a, b) = (vec![1u8; 5000], vec![2u8; 3000]);
+        let options = LoopbackOptions {
+            write_size: 4096,
+            ..LoopbackOptions::new(20_000)
+        };
+        assert_eq!(
+            loopback_copy(&options, &[&a, &[], &b]).unwrap().bytes,
+            20_000
+        );
+        assert_eq!(loopback_copy(&options, &[]).unwrap().bytes, 20_000);
     }
 
     #[test]

@@ -18,11 +18,11 @@
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::{
-    CodeAssembler, al, ax, byte_ptr, dword_ptr, dx, eax, qword_ptr, r8, r9, r10, r11, r12, r13,
-    rax, rbx, rcx, rdi, rdx, rsi, word_ptr,
+    CodeAssembler, al, ax, byte_ptr, dword_ptr, dx, eax, ecx, qword_ptr, r8, r9, r10, r11, r12,
+    r13, r14, r15, rax, rbx, rcx, rdi, rdx, rsi, word_ptr,
 };
 
-use super::layout::{CODE_GPA, CODE_SIZE, DONE_PORT, RESULTS_CAPACITY, RESULTS_GPA};
+use super::layout::{CODE_GPA, CODE_SIZE, DONE_PORT, IDLE_PORT, RESULTS_CAPACITY, RESULTS_GPA};
 use super::program::{GuestOp, Program, ProgramError};
 
 /// The alignment of every loop's first instruction: a cache line.
@@ -215,6 +215,7 @@ impl Gen {
                 gpa,
                 len,
                 ticks_per_page,
+                burst,
                 laps,
             } => {
                 let disp = self.next_slot();
@@ -224,9 +225,11 @@ impl Gen {
                         a.mov(rsi, gpa)?;
                         a.mov(r8, gpa + len)?;
                         a.mov(rbx, 1u64)?;
-                        a.mov(r10, ticks_per_page)?;
+                        a.mov(r10, ticks_per_page.saturating_mul(burst))?;
                         a.xor(r11, r11)?;
                         a.mov(r12, laps)?;
+                        a.mov(r15, burst)?;
+                        a.mov(r14, burst)?;
                         read_tsc(a)?;
                         a.mov(r9, rax)
                     },
@@ -243,10 +246,12 @@ impl Gen {
 }
 
 /// The body of a `Dirty` op, its registers set up: `r13` the range's start, `rsi` the
-/// page, `r8` the range's end, `rbx` the lap, `r10` the ticks per page, `r11` the pages
-/// written, `r12` the lap limit (0: none), `r9` the next page's deadline.
+/// page, `r8` the range's end, `rbx` the lap, `r10` the ticks per burst, `r11` the pages
+/// written, `r12` the lap limit (0: none), `r15` the burst, `r14` the pages left in this
+/// burst, `r9` the next burst's deadline.
 fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     let mut top = a.create_label();
+    let mut next = a.create_label();
     let mut pace = a.create_label();
     let mut spin = a.create_label();
     let mut reset = a.create_label();
@@ -259,11 +264,15 @@ fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     a.mov(qword_ptr(rdi + disp), r11)?;
     a.add(rsi, 4096)?;
     a.cmp(rsi, r8)?;
-    a.jb(pace)?;
+    a.jb(next)?;
     a.mov(rsi, r13)?;
     a.cmp(rbx, r12)?;
     a.je(done)?;
     a.inc(rbx)?;
+    a.set_label(&mut next)?;
+    a.dec(r14)?;
+    a.jnz(top)?;
+    a.mov(r14, r15)?;
     a.set_label(&mut pace)?;
     a.add(r9, r10)?;
     read_tsc(a)?;
@@ -274,6 +283,15 @@ fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     a.jle(reset)?;
     a.cmp(rcx, r10)?;
     a.ja(reset)?;
+    // Give the core back for most of the wait, as a kernel would HLT until its deadline
+    // timer: the VMM sleeps about `rcx` ticks (capped to 32 bits), then the spin below
+    // absorbs what is left.
+    a.mov(eax, u32::MAX)?;
+    a.cmp(rcx, rax)?;
+    a.cmova(rcx, rax)?;
+    a.mov(eax, ecx)?;
+    a.mov(dx, u32::from(IDLE_PORT))?;
+    a.out(dx, eax)?;
     a.set_label(&mut spin)?;
     a.pause()?;
     read_tsc(a)?;

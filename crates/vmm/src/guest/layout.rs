@@ -58,3 +58,7 @@ pub const SYSTEM_END: u64 = 0x20_0000;
 pub const DONE_PORT: u16 = 0xf4;
 /// The port an exception stub writes the vector to.
 pub const FAULT_PORT: u16 = 0xf5;
+/// The port a paced `Dirty` loop writes the TSC ticks it is about to wait to: the VMM
+/// sleeps the vCPU thread for about that long instead of letting the guest spin (a guest
+/// kernel would HLT until its TSC-deadline timer; CPL3 code has no HLT).
+pub const IDLE_PORT: u16 = 0xf6;

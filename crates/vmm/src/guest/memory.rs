@@ -15,7 +15,7 @@ pub struct GuestMemory {
 impl GuestMemory {
     /// Maps `size` bytes (a multiple of the page size).
     pub fn new(size: u64) -> Result<GuestMemory, Errno> {
-        let map = AnonMapping::new(usize::try_from(size).map_err(|_| Errno::EINVAL)?)?;
+        let map = AnonMapping::for_guest(usize::try_from(size).map_err(|_| Errno::EINVAL)?)?;
         Ok(GuestMemory { map, size })
     }
 

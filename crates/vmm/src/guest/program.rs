@@ -9,7 +9,7 @@
 use memtype::mtrr::MTRR_DEF_TYPE_E;
 use memtype::pat::{PAT_RESET_VALUE, Pat, PatError};
 
-use super::layout::{DONE_PORT, FAULT_PORT, PAGE_SIZE, SYSTEM_END};
+use super::layout::{DONE_PORT, FAULT_PORT, IDLE_PORT, PAGE_SIZE, SYSTEM_END};
 
 /// `IA32_MTRR_DEF_TYPE` as firmware leaves it: MTRRs enabled (E, bit 11), fixed ranges off,
 /// default type WB. (KVM's reset value, 0, has E=0, which makes everything UC where guest
@@ -89,11 +89,14 @@ pub enum GuestOp {
     /// Keeps dirtying `[gpa, gpa + len)` one 4 KiB page at a time, as a guest whose memory
     /// changes while it is migrated: lap `n` (from 1) stores `n` into word `n % 512` of every
     /// page, and after each page the running count of pages written goes to this op's result
-    /// slot, so the VMM can watch the guest make progress while it runs. Between two pages
-    /// it waits until `ticks_per_page` TSC ticks have passed since the previous one (0: no
-    /// wait); a deadline already missed, or one further away than a whole interval (the
-    /// guest's TSC was moved), restarts the pacing from now instead of bursting to catch up.
-    /// Ends after `laps` laps, or never with `laps == 0` (the VMM pauses and stops it).
+    /// slot, so the VMM can watch the guest make progress while it runs. Pages are written
+    /// `burst` at a time; after each burst the loop waits until `burst × ticks_per_page`
+    /// TSC ticks have passed since the previous one (`ticks_per_page` 0: no wait), first
+    /// with an `OUT` of the ticks left to [`IDLE_PORT`] so the VMM can sleep the vCPU, then
+    /// spinning on the TSC for the rest. A deadline already missed, or one further away than
+    /// a whole interval (the guest's TSC was moved), restarts the pacing from now instead of
+    /// bursting to catch up. Ends after `laps` laps, or never with `laps == 0` (the VMM
+    /// pauses and stops it).
     Dirty {
         /// First byte; 4 KiB aligned.
         gpa: u64,
@@ -101,6 +104,8 @@ pub enum GuestOp {
         len: u64,
         /// TSC ticks between two pages (the rate is the TSC frequency divided by this).
         ticks_per_page: u64,
+        /// Pages written back to back between two waits; at least 1.
+        burst: u64,
         /// Laps before the op ends; 0 for never.
         laps: u64,
     },
@@ -241,6 +246,12 @@ pub enum ProgramError {
         /// Its length.
         len: u64,
     },
+    /// A `Dirty` op's burst is 0.
+    #[error("op {index}: a dirty loop writes at least one page between two waits (burst 0)")]
+    DirtyBurst {
+        /// Index in `ops`.
+        index: usize,
+    },
     /// An operation follows a `Dirty` that never ends.
     #[error("op {index} follows op {dirty}, a dirty loop with no lap limit, and would never run")]
     AfterEndlessDirty {
@@ -371,7 +382,8 @@ fn validate_op(index: usize, op: &GuestOp) -> Result<(), ProgramError> {
         {
             Err(ProgramError::DirtyRange { index, gpa, len })
         }
-        GuestOp::Signal { port, .. } if port == DONE_PORT || port == FAULT_PORT => {
+        GuestOp::Dirty { burst: 0, .. } => Err(ProgramError::DirtyBurst { index }),
+        GuestOp::Signal { port, .. } if [DONE_PORT, FAULT_PORT, IDLE_PORT].contains(&port) => {
             Err(ProgramError::ReservedPort { index, port })
         }
         _ => Ok(()),
@@ -528,6 +540,26 @@ mod tests {
                     port: DONE_PORT,
                 },
             ),
+            (
+                GuestOp::Signal {
+                    port: IDLE_PORT,
+                    value: 0,
+                },
+                ProgramError::ReservedPort {
+                    index: 0,
+                    port: IDLE_PORT,
+                },
+            ),
+            (
+                GuestOp::Dirty {
+                    gpa: SYSTEM_END,
+                    len: 0x1000,
+                    ticks_per_page: 100,
+                    burst: 0,
+                    laps: 1,
+                },
+                ProgramError::DirtyBurst { index: 0 },
+            ),
         ];
         for (op, err) in cases {
             let p = Program {
@@ -540,6 +572,7 @@ mod tests {
             gpa: SYSTEM_END,
             len: 0x1000,
             ticks_per_page: 0,
+            burst: 1,
             laps: 0,
         };
         let p = Program {
@@ -554,6 +587,7 @@ mod tests {
             gpa: SYSTEM_END + 8,
             len: 0x1000,
             ticks_per_page: 0,
+            burst: 1,
             laps: 1,
         };
         let p = Program {

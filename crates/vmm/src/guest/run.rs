@@ -16,7 +16,8 @@ use super::descriptors::{self, TSS_SEL, USER_CS, USER_DS};
 use super::error::GuestError;
 use super::exceptions::{self, GuestFault};
 use super::layout::{
-    CODE_GPA, DONE_PORT, FAULT_PORT, GDT_GPA, IDT_GPA, RESULTS_GPA, STACK_TOP, STUBS_GPA, TSS_GPA,
+    CODE_GPA, DONE_PORT, FAULT_PORT, GDT_GPA, IDLE_PORT, IDT_GPA, RESULTS_GPA, STACK_TOP,
+    STUBS_GPA, TSS_GPA,
 };
 use super::paging;
 use super::program::Program;
@@ -53,6 +54,16 @@ pub struct GuestRun {
     pub elapsed: Duration,
 }
 
+/// The longest one idle exit sleeps: a guest with longer to wait exits again, so the
+/// watchdog and a pause are never held up for long.
+pub(crate) const MAX_IDLE: Duration = Duration::from_millis(10);
+
+/// How long to sleep for an `OUT` of `ticks` to [`IDLE_PORT`] on a vCPU whose TSC runs at
+/// `tsc_khz`.
+pub(crate) fn idle_time(ticks: u32, tsc_khz: u32) -> Duration {
+    Duration::from_micros(u64::from(ticks) * 1000 / u64::from(tsc_khz.max(1))).min(MAX_IDLE)
+}
+
 /// A `KVM_RUN` return, copied out of `kvm_run` so the vCPU can be used again.
 pub(crate) enum Exit {
     Out { port: u16, value: u32 },
@@ -76,6 +87,7 @@ impl GuestVm {
         let start = Instant::now();
         let mut exits = 0;
         let mut signals = Vec::new();
+        let mut tsc_khz = None;
         loop {
             let exit = classify(self.vcpu().run());
             exits += 1;
@@ -86,6 +98,16 @@ impl GuestVm {
                 Exit::Out {
                     port: FAULT_PORT, ..
                 } => return Err(GuestError::Fault(self.fault(&compiled)?)),
+                Exit::Out {
+                    port: IDLE_PORT,
+                    value,
+                } => {
+                    let khz = match tsc_khz {
+                        Some(khz) => khz,
+                        None => *tsc_khz.insert(self.tsc_khz()?),
+                    };
+                    std::thread::sleep(idle_time(value, khz));
+                }
                 Exit::Out { port, value } => signals.push((port, value)),
                 Exit::Interrupted if watchdog.fired() => {
                     return Err(GuestError::Timeout {

@@ -149,6 +149,10 @@ impl LiveVm {
             0 => 0,
             rate => u64::from(vm.tsc_khz()?) * 1000 / rate,
         };
+        // One wait per 10 ms worth of pages: the vCPU sleeps between bursts instead of
+        // spinning a core the migration needs, and at 100 exits a second the exits cost
+        // little even where each is dear (on kvm_pvm one costs tens of microseconds).
+        let burst = config.dirty_rate.div_ceil(100).max(1);
         let program = Program {
             mappings: guest_mappings(config.ram_size, config.bar_size),
             guest_pat: PAT_LINUX_DEFAULT,
@@ -156,6 +160,7 @@ impl LiveVm {
                 gpa: SYSTEM_END,
                 len: work_end - SYSTEM_END,
                 ticks_per_page,
+                burst,
                 laps: 0,
             }],
             ..Program::default()
@@ -201,7 +206,7 @@ impl LiveVm {
             None => None,
         };
         let ram_pages = (vm.memory().size() / PAGE_SIZE as u64) as u32;
-        let vcpu = VcpuThread::start(vm.shared_vcpu())?;
+        let vcpu = VcpuThread::start(vm.shared_vcpu(), vm.tsc_khz()?)?;
         Ok(LiveVm {
             gpu,
             vcpu,

@@ -2,6 +2,8 @@
 //! dirty log is KVM's merged with the GPU model's own (and with bits a failed migration
 //! handed back); pausing stops the GPU first, then the vCPU.
 
+use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+
 use migration::format::{
     DeviceState, PAGE_SIZE, RegionConfig, RegionKind, SourceFacts, VcpuState, Vendor, VmConfig,
 };
@@ -25,6 +27,15 @@ impl LiveVm {
             }
             _ => Err(SourceError::new(format!("no region {id}"))),
         }
+    }
+}
+
+/// A hint to fetch the first cache line of `bytes` (if any) into the cache.
+fn prefetch(bytes: &[u8]) {
+    if let Some(first) = bytes.first() {
+        // SAFETY: PREFETCHT0 (SSE, baseline on x86-64) is a hint: it never faults and
+        // changes no architectural state; the address is a live borrow anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(first).cast()) };
     }
 }
 
@@ -76,9 +87,16 @@ impl MigrationSource for LiveVm {
     fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError> {
         let (_, bytes) = self.region_memory(region)?;
         let start = index as usize * PAGE_SIZE;
-        bytes
+        let page = bytes
             .get(start..start + PAGE_SIZE)
-            .ok_or_else(|| SourceError::new(format!("region {region} has no page {index}")))
+            .ok_or_else(|| SourceError::new(format!("region {region} has no page {index}")))?;
+        // The engine asks for pages in ascending order, and the CPU's prefetchers stop at a
+        // page boundary: start the next page's first line on its way from DRAM now, so the
+        // copy of this one hides the miss that would otherwise open the next.
+        if let Some(next) = bytes.get(start + PAGE_SIZE..) {
+            prefetch(next);
+        }
+        Ok(page)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), SourceError> {

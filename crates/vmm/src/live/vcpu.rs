@@ -18,8 +18,8 @@ use kvm_ioctls::VcpuFd;
 
 use super::LiveError;
 use crate::guest::GuestError;
-use crate::guest::layout::{DONE_PORT, FAULT_PORT};
-use crate::guest::run::{Exit, classify, settle};
+use crate::guest::layout::{DONE_PORT, FAULT_PORT, IDLE_PORT};
+use crate::guest::run::{Exit, classify, idle_time, settle};
 use crate::guest::watchdog::{KICK_INTERVAL, install_handler, kick_signal};
 
 /// How long a pause may take before the vCPU is declared stuck.
@@ -66,8 +66,9 @@ pub(crate) struct VcpuThread {
 }
 
 impl VcpuThread {
-    /// Starts running `vcpu` (whose registers are loaded) on a new thread.
-    pub(crate) fn start(vcpu: Arc<Mutex<VcpuFd>>) -> Result<VcpuThread, LiveError> {
+    /// Starts running `vcpu` (whose registers are loaded, and whose TSC runs at `tsc_khz`)
+    /// on a new thread.
+    pub(crate) fn start(vcpu: Arc<Mutex<VcpuFd>>, tsc_khz: u32) -> Result<VcpuThread, LiveError> {
         install_handler()?;
         let control = Arc::new(Control {
             state: Mutex::new(RunState {
@@ -81,7 +82,7 @@ impl VcpuThread {
         let shared = Arc::clone(&control);
         let thread = std::thread::Builder::new()
             .name("vcpu0".into())
-            .spawn(move || vcpu_loop(&vcpu, &shared))
+            .spawn(move || vcpu_loop(&vcpu, tsc_khz, &shared))
             .map_err(|e| LiveError::Spawn {
                 thread: "vCPU",
                 kind: e.kind(),
@@ -167,8 +168,18 @@ impl Drop for VcpuThread {
     }
 }
 
+/// Sleeps for `time` on behalf of an idle guest, or less if the VMM wants the vCPU.
+fn idle(control: &Control, time: Duration) {
+    let mut state = control.lock();
+    state.exits += 1;
+    let _ = control
+        .changed
+        .wait_timeout_while(state, time, |s| s.want == Want::Run)
+        .unwrap_or_else(PoisonError::into_inner);
+}
+
 /// The thread: run until asked to pause or stop; park with nothing pending.
-fn vcpu_loop(vcpu: &Mutex<VcpuFd>, control: &Control) {
+fn vcpu_loop(vcpu: &Mutex<VcpuFd>, tsc_khz: u32, control: &Control) {
     let lock_vcpu = || vcpu.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
         {
@@ -192,6 +203,14 @@ fn vcpu_loop(vcpu: &Mutex<VcpuFd>, control: &Control) {
             }
         }
         let exit = classify(lock_vcpu().run());
+        if let Exit::Out {
+            port: IDLE_PORT,
+            value,
+        } = exit
+        {
+            idle(control, idle_time(value, tsc_khz));
+            continue;
+        }
         let failed = match exit {
             Exit::Interrupted => None,
             // The dirtying guest never ends; one that reports an end or a fault stopped.

@@ -97,7 +97,7 @@ impl GuestRegion {
             name: name.clone(),
             errno: Errno::ENOMEM,
         })?;
-        let host = AnonMapping::new(len).map_err(|errno| RegionError::Map {
+        let host = AnonMapping::for_guest(len).map_err(|errno| RegionError::Map {
             name: name.clone(),
             errno,
         })?;
