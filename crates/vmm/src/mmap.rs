@@ -1,11 +1,13 @@
 //! Host memory for memslots: an anonymous private mapping owned by one value and unmapped
 //! when it is dropped.
 //!
-//! Mappings are made with `MAP_NORESERVE` and never touched by this module, so a large one
+//! Mappings are made with `MAP_NORESERVE` (or adopted from a migration destination, which
+//! made and populated them) and never touched by this module, so a large one
 //! (the replay pool, the benchmarks' shared backing) costs address space, not memory. Only
 //! guest memory, which is filled, asks for huge pages ([`AnonMapping::for_guest`]): sparse
 //! use of a huge-page mapping would cost 2 MiB a touch.
 
+use migration::destination::RegionMemory;
 use uapi::Errno;
 
 /// An anonymous, private, read-write mapping.
@@ -13,6 +15,17 @@ use uapi::Errno;
 pub struct AnonMapping {
     addr: *mut libc::c_void,
     len: usize,
+    /// Who unmaps it: this value, or the staging memory it adopted.
+    owner: Owner,
+}
+
+#[derive(Debug)]
+enum Owner {
+    /// Mapped by [`AnonMapping::new`]; unmapped on drop.
+    Mapped,
+    /// A destination's staging memory, adopted as it is; held only to be unmapped when it
+    /// drops.
+    Adopted { _memory: RegionMemory },
 }
 
 impl AnonMapping {
@@ -35,7 +48,26 @@ impl AnonMapping {
                 std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
             ));
         }
-        Ok(AnonMapping { addr, len })
+        Ok(AnonMapping {
+            addr,
+            len,
+            owner: Owner::Mapped,
+        })
+    }
+
+    /// Takes over a migration destination's staging memory (an anonymous mapping of its
+    /// own, page aligned, already populated), so a restored guest runs on the very pages
+    /// the stream was received into. Empty memory is `EINVAL`, as for [`AnonMapping::new`].
+    pub fn adopt(mut memory: RegionMemory) -> Result<AnonMapping, Errno> {
+        if memory.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let (addr, len) = (memory.as_mut_ptr().cast(), memory.len());
+        Ok(AnonMapping {
+            addr,
+            len,
+            owner: Owner::Adopted { _memory: memory },
+        })
     }
 
     /// [`AnonMapping::new`] for guest memory, asking for transparent huge pages (as QEMU
@@ -58,6 +90,10 @@ impl AnonMapping {
 
 impl Drop for AnonMapping {
     fn drop(&mut self) {
+        if let Owner::Adopted { .. } = self.owner {
+            // The adopted memory unmaps itself when the field drops.
+            return;
+        }
         // SAFETY: `addr`/`len` are exactly what `mmap` returned and was given, and this value
         // is the mapping's only owner. A memslot still using the range would be the caller's
         // broken contract (`Backend::set_user_memory_region`'s `# Safety`), not this one's.
@@ -74,5 +110,19 @@ mod tests {
         let m = AnonMapping::new(1 << 30).unwrap();
         assert_eq!(m.addr() % uapi::PAGE_SIZE, 0);
         assert_eq!(AnonMapping::new(0).unwrap_err(), Errno::EINVAL);
+    }
+
+    #[test]
+    fn adopted_memory_is_the_same_pages_and_empty_memory_is_refused() {
+        let mut memory = RegionMemory::zeroed(3 * 4096).unwrap();
+        memory[4096] = 7;
+        let at = memory.as_ptr() as u64;
+        let m = AnonMapping::adopt(memory).unwrap();
+        assert_eq!(m.addr(), at);
+        assert_eq!(m.addr() % uapi::PAGE_SIZE, 0);
+        assert_eq!(
+            AnonMapping::adopt(RegionMemory::zeroed(0).unwrap()).unwrap_err(),
+            Errno::EINVAL
+        );
     }
 }

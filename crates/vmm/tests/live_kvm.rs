@@ -145,11 +145,19 @@ fn migrate_over_tcp(bar_policy: WirePolicy) {
         "the source stays paused"
     );
 
-    let restored = LiveVm::restore(&image, config(bar_policy).strategy).expect("restore");
+    let frame = image_gpu_frame(&image);
+    // The restored guest runs on the memory the stream was received into: no copy.
+    let received_at = |i: usize| image.regions[i].contents.bytes().map(<[u8]>::as_ptr);
+    let (ram_at, bar_at) = (received_at(0), received_at(1));
+    let restored = LiveVm::restore(image, config(bar_policy).strategy).expect("restore");
+    assert_eq!(Some(restored.ram().as_ptr()), ram_at);
+    if bar_policy == WirePolicy::Flush {
+        assert_eq!(Some(restored.bar().as_ptr()), bar_at);
+    }
     // The guest continues from its migrated count, not from zero.
     assert!(restored.guest_pages_written() >= at_pause);
     wait_for_progress(&restored, 2000);
-    assert!(restored.gpu_state().unwrap().frame >= image_gpu_frame(&image));
+    assert!(restored.gpu_state().unwrap().frame >= frame);
 }
 
 fn image_gpu_frame(image: &VmImage) -> u64 {
@@ -211,7 +219,7 @@ fn a_snapshot_restores_into_a_running_guest() {
     let image = snapshot::read_from_path(&path, Limits::default()).expect("read back");
     assert_image_is(&image, &source, WirePolicy::Flush);
     drop(source);
-    let restored = LiveVm::restore(&image, config(WirePolicy::Flush).strategy).expect("restore");
+    let restored = LiveVm::restore(image, config(WirePolicy::Flush).strategy).expect("restore");
     wait_for_progress(&restored, 1000);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -228,7 +236,7 @@ fn a_restore_that_cannot_register_the_bar_runs_nothing() {
         .expect("snapshot");
     let image = snapshot::read_from_path(&path, Limits::default()).unwrap();
     // The destination's own chain decides; a strict policy here has no safe mechanism.
-    let error = LiveVm::restore(&image, Policy::default()).expect_err("refused");
+    let error = LiveVm::restore(image, Policy::default()).expect_err("refused");
     assert!(error.to_string().contains("gpu-bar"), "{error}");
     // The source resumed after its snapshot and still runs.
     wait_for_progress(&source, 1000);

@@ -1,11 +1,11 @@
 //! [`VmImage`]: what a destination hands over once a stream verified completely, and how a
-//! region of it is installed into the new VM's memory (flushing `flush` pages after writing
-//! them).
+//! region's memory is handed on to the new VM (flushed first under `flush`).
 
 use super::RegionMemory;
 use crate::cache::CacheMaintenance;
 use crate::format::{
-    DeviceState, PAGE_SIZE, Policy, RegionConfig, StreamHeader, VcpuState, VmConfig,
+    DeviceState, MAX_PAGES_PER_CHUNK, PAGE_SIZE, Policy, RegionConfig, StreamHeader, VcpuState,
+    VmConfig,
 };
 
 /// A verified VM: configuration, memory, vCPUs and devices.
@@ -51,35 +51,6 @@ impl RegionContents {
     }
 }
 
-/// What [`RegionImage::install`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Installed {
-    /// The pages were written; `flushed` says whether each was flushed after writing.
-    Copied {
-        /// Pages written.
-        pages: u32,
-        /// Whether the `flush` policy applied.
-        flushed: bool,
-    },
-    /// Nothing written: the caller tells the device to re-create the region.
-    Recreate,
-}
-
-/// Why a region could not be installed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InstallError {
-    /// The target memory is not the region's size.
-    #[error("region {region:?} is {expected} bytes, the target memory {found}")]
-    SizeMismatch {
-        /// The region's name.
-        region: String,
-        /// The region's size.
-        expected: u64,
-        /// The target's size.
-        found: u64,
-    },
-}
-
 impl VmImage {
     /// The configuration the image was sent with.
     pub fn config(&self) -> VmConfig {
@@ -96,38 +67,24 @@ impl VmImage {
 }
 
 impl RegionImage {
-    /// Writes the region into `target`, the new VM's memory for it. Under the `flush`
-    /// policy each page's cache lines are flushed right after the page is written, so the
-    /// non-snooping device reads what was written, not what memory held before.
-    pub fn install(
-        &self,
-        target: &mut [u8],
-        cache: &dyn CacheMaintenance,
-    ) -> Result<Installed, InstallError> {
-        let memory = match &self.contents {
-            RegionContents::Recreate => return Ok(Installed::Recreate),
-            RegionContents::Memory(memory) => memory,
+    /// The region's memory, to back the new VM's region as it is: the destination staged
+    /// the pages in memory of the region's own (see [`RegionMemory`]), so handing it over
+    /// costs no copy and no second first-touch of every page inside the guest's downtime.
+    /// Under the `flush` policy every line is flushed first (a run's worth of pages per
+    /// fence), because the destination wrote the pages through its cache and the device
+    /// reads memory without snooping. `None`: a `skip` region, for the device to re-create.
+    pub fn into_memory(self, cache: &dyn CacheMaintenance) -> Option<RegionMemory> {
+        let RegionContents::Memory(memory) = self.contents else {
+            return None;
         };
-        if target.len() as u64 != self.config.size {
-            return Err(InstallError::SizeMismatch {
-                region: self.config.name.clone(),
-                expected: self.config.size,
-                found: target.len() as u64,
-            });
-        }
-        let flushed = self.config.policy == Policy::Flush;
-        for (dst, src) in target
-            .chunks_exact_mut(PAGE_SIZE)
-            .zip(memory.chunks_exact(PAGE_SIZE))
-        {
-            dst.copy_from_slice(src);
-            if flushed {
-                cache.flush_range(dst);
+        if self.config.policy == Policy::Flush {
+            for run in memory.chunks(MAX_PAGES_PER_CHUNK * PAGE_SIZE) {
+                for page in run.chunks(PAGE_SIZE) {
+                    cache.flush_lines(page);
+                }
+                cache.fence();
             }
         }
-        Ok(Installed::Copied {
-            pages: self.config.pages(),
-            flushed,
-        })
+        Some(memory)
     }
 }

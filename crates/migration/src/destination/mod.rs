@@ -21,7 +21,7 @@
 mod image;
 mod memory;
 
-pub use image::{InstallError, Installed, RegionContents, RegionImage, VmImage};
+pub use image::{RegionContents, RegionImage, VmImage};
 pub use memory::RegionMemory;
 
 use std::io::Read;

@@ -118,7 +118,7 @@ fn receive(args: &ReceiveArgs, json: bool) -> Output {
         other => CliError::Failed(format!("migration failed: {other}")),
     })?;
     args.target.restore_and_run(
-        &image,
+        image,
         "received a running guest",
         ("listen", args.listen.clone()),
         json,

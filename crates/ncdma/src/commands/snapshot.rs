@@ -66,7 +66,7 @@ pub(crate) fn restore(args: &RestoreFileArgs, json: bool) -> Output {
         .map_err(|e| CliError::BadInput(format!("restore: {e}")))?;
     let file = args.file.display().to_string();
     args.target.restore_and_run(
-        &image,
+        image,
         &format!("restored {file}"),
         ("file", file.clone()),
         json,

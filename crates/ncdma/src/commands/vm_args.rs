@@ -150,24 +150,33 @@ impl RestoreArgs {
     }
 
     /// Restores `image` (received from `what`, e.g. "restored vm.snap"), runs it, and
-    /// renders the report; `key`/`value` name where it came from in the JSON.
+    /// renders the report; `key`/`value` name where it came from in the JSON. The restore
+    /// takes the image's memory over and is timed: after a live migration it is the
+    /// destination's share of the guest's downtime.
     pub(crate) fn restore_and_run(
         &self,
-        image: &VmImage,
+        image: VmImage,
         what: &str,
         (key, value): (&str, String),
         json: bool,
     ) -> Output {
+        let source = image.header.facts.host.clone();
+        let started = Instant::now();
         let vm = LiveVm::restore(image, self.strategy.policy()).map_err(live_error)?;
+        let restore_ms = started.elapsed().as_secs_f64() * 1e3;
         let report = run_restored(&vm, Duration::from_millis(self.run_ms))?;
-        let source = &image.header.facts.host;
         Ok(if json {
-            let doc = json!({ key: value, "source": source, "run": report });
+            let doc = json!({
+                key: value,
+                "source": source,
+                "restore_ms": restore_ms,
+                "run": report,
+            });
             format!("{doc:#}\n")
         } else {
             format!(
-                "{what} (from {source}): BAR registered here: {}\nthe guest ran on for {} ms: \
-                 {} -> {} pages written\n",
+                "{what} (from {source}) in {restore_ms:.1} ms: BAR registered here: {}\nthe \
+                 guest ran on for {} ms: {} -> {} pages written\n",
                 mechanism(&vm),
                 report["ran_ms"],
                 report["guest_pages_before"],

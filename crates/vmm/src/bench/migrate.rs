@@ -24,7 +24,7 @@
 use std::fmt;
 use std::net::TcpListener;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use migration::format::Policy as WirePolicy;
 use migration::precopy::Summary;
@@ -106,6 +106,9 @@ pub struct OurRun {
     /// For context, not a ratio's base: the same count sent from one 1 MiB buffer over and
     /// over, which stays in cache.
     pub hot: LoopbackCeiling,
+    /// From the verified image to the restored guest running: the destination's share of
+    /// the guest's downtime, on top of the summary's (pause to COMMIT).
+    pub restore: Duration,
 }
 
 impl OurRun {
@@ -189,7 +192,10 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
     let image = destination
         .join()
         .expect("the destination thread does not panic")?;
-    drop(image);
+    let restoring = Instant::now();
+    let restored = LiveVm::restore(image, vm_config.strategy)?;
+    let restore = restoring.elapsed();
+    drop(restored);
     let per_second = |name: &str| {
         summary
             .regions
@@ -222,6 +228,7 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
         flushed,
         ceiling: ceiling.expect("at least one write shape"),
         hot,
+        restore,
     })
 }
 
@@ -278,6 +285,7 @@ impl MigrateBench {
                     "total_ms": s.total_time.as_secs_f64() * 1e3,
                     "setup_ms": s.setup.as_secs_f64() * 1e3,
                     "downtime_ms": s.downtime.as_secs_f64() * 1e3,
+                    "restore_ms": r.restore.as_secs_f64() * 1e3,
                     "rounds": s.rounds,
                     "stream_bytes": s.stream_bytes,
                     "coherent_mib_s": r.coherent / MIB,
@@ -333,11 +341,12 @@ impl fmt::Display for MigrateBench {
         )?;
         writeln!(
             f,
-            "{:<4} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8}",
+            "{:<4} {:>9} {:>9} {:>8} {:>10} {:>6} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8}",
             "rep",
             "total ms",
             "setup ms",
             "down ms",
+            "restore ms",
             "rounds",
             "RAM MiB/s",
             "BAR MiB/s",
@@ -350,11 +359,13 @@ impl fmt::Display for MigrateBench {
             let s = &r.summary;
             writeln!(
                 f,
-                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>6} {:>9.0} {:>9.0} {:>10.0} {:>9.0} {:>8.3} {:>8.3}",
+                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>10.1} {:>6} {:>9.0} {:>9.0} {:>10.0} {:>9.0} \
+                 {:>8.3} {:>8.3}",
                 i + 1,
                 s.total_time.as_secs_f64() * 1e3,
                 s.setup.as_secs_f64() * 1e3,
                 s.downtime.as_secs_f64() * 1e3,
+                r.restore.as_secs_f64() * 1e3,
                 s.rounds,
                 r.coherent / MIB,
                 r.flushed / MIB,
@@ -366,7 +377,8 @@ impl fmt::Display for MigrateBench {
         }
         writeln!(
             f,
-            "(setup: the destination mapping and populating its memory before READY; wire: \
+            "(setup: the destination mapping and populating its memory before READY; down: \
+             pause to COMMIT; restore: the verified image to the guest running again; wire: \
              the loopback ceiling, a plain socket copy of as many bytes from the guest's own \
              memory; hot: the same from one cached 1 MiB buffer, for context)"
         )?;

@@ -1,6 +1,7 @@
 //! The guest's main memory (slot 0, from GPA 0): an [`AnonMapping`] the VMM reads and
 //! writes between runs.
 
+use migration::destination::RegionMemory;
 use uapi::Errno;
 
 use crate::mmap::AnonMapping;
@@ -17,6 +18,16 @@ impl GuestMemory {
     pub fn new(size: u64) -> Result<GuestMemory, Errno> {
         let map = AnonMapping::for_guest(usize::try_from(size).map_err(|_| Errno::EINVAL)?)?;
         Ok(GuestMemory { map, size })
+    }
+
+    /// Guest RAM backed by a migration destination's staging memory, as it is (see
+    /// [`AnonMapping::adopt`]).
+    pub fn adopt(memory: RegionMemory) -> Result<GuestMemory, Errno> {
+        let size = memory.len() as u64;
+        Ok(GuestMemory {
+            map: AnonMapping::adopt(memory)?,
+            size,
+        })
     }
 
     /// Size in bytes.

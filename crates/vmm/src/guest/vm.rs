@@ -56,6 +56,17 @@ pub struct GuestVm {
     pub(super) memory: GuestMemory,
 }
 
+/// Main memory holds at least the system area, in whole pages.
+fn check_memory_size(size: u64) -> Result<(), GuestError> {
+    if size < SYSTEM_END || !size.is_multiple_of(PAGE_SIZE) {
+        return Err(GuestError::MemorySize {
+            size,
+            min: SYSTEM_END,
+        });
+    }
+    Ok(())
+}
+
 impl GuestVm {
     /// Opens `/dev/kvm` and makes a VM with `memory_size` bytes of main memory (slot 0, from
     /// GPA 0; at least the 2 MiB system area) and one vCPU given the host's supported CPUID.
@@ -81,19 +92,22 @@ impl GuestVm {
 
     /// As [`GuestVm::new`], registering noncoherent regions under `policy`.
     pub fn with_policy(memory_size: u64, policy: Policy) -> Result<GuestVm, GuestError> {
-        if memory_size < SYSTEM_END || !memory_size.is_multiple_of(PAGE_SIZE) {
-            return Err(GuestError::MemorySize {
-                size: memory_size,
-                min: SYSTEM_END,
-            });
-        }
-        let mut kvm = RealKvm::open().map_err(|e| match e {
-            BackendError::OpenKvm(errno) => GuestError::OpenKvm(errno),
-            other => GuestError::CreateVm(other.errno()),
-        })?;
+        check_memory_size(memory_size)?;
         let memory = GuestMemory::new(memory_size).map_err(|errno| GuestError::MapMemory {
             size: memory_size,
             errno,
+        })?;
+        GuestVm::with_memory(memory, policy)
+    }
+
+    /// As [`GuestVm::with_policy`], on main memory the caller made (a restored guest runs
+    /// on the memory its migration was received into).
+    pub fn with_memory(memory: GuestMemory, policy: Policy) -> Result<GuestVm, GuestError> {
+        let memory_size = memory.size();
+        check_memory_size(memory_size)?;
+        let mut kvm = RealKvm::open().map_err(|e| match e {
+            BackendError::OpenKvm(errno) => GuestError::OpenKvm(errno),
+            other => GuestError::CreateVm(other.errno()),
         })?;
         let region = kvm_userspace_memory_region {
             slot: 0,

@@ -1,7 +1,5 @@
 //! [`LiveError`]: why a live VM could not be booted or restored.
 
-use migration::destination::InstallError;
-
 use super::gpu::GpuStateError;
 use super::state::LoadError;
 use crate::guest::GuestError;
@@ -31,9 +29,6 @@ pub enum LiveError {
     /// The image is not of a VM this VMM builds (an image from another VMM, or edited).
     #[error("the image is not an ncdma live VM: {0}")]
     Shape(String),
-    /// A region of the image could not be written into the new VM's memory.
-    #[error(transparent)]
-    Install(#[from] InstallError),
     /// The vCPU state could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),

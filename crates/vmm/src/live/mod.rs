@@ -141,7 +141,11 @@ impl LiveVm {
             config.seed,
         );
         let bar = if config.bar_size > 0 {
-            Some(add_bar(&mut vm, config.bar_size, config.bar_policy)?)
+            Some(add_bar(
+                &mut vm,
+                bar_region(config.bar_size)?,
+                config.bar_policy,
+            )?)
         } else {
             None
         };
@@ -276,15 +280,19 @@ fn guest_mappings(ram_size: u64, bar_size: u64) -> Vec<GuestMapping> {
     mappings
 }
 
-/// Adds the BAR through the strategy chain of `vm`'s policy.
-fn add_bar(vm: &mut GuestVm, size: u64, policy: WirePolicy) -> Result<Bar, LiveError> {
-    let region = GuestRegion::new(
+/// Fresh memory for a BAR of `size` bytes.
+fn bar_region(size: u64) -> Result<GuestRegion, LiveError> {
+    Ok(GuestRegion::new(
         BAR_REGION,
         BAR_GPA,
         size,
         RegionKind::DeviceBar,
         Coherence::NoncoherentDma,
-    )?;
+    )?)
+}
+
+/// Adds the BAR `region` through the strategy chain of `vm`'s policy.
+fn add_bar(vm: &mut GuestVm, region: GuestRegion, policy: WirePolicy) -> Result<Bar, LiveError> {
     let slot = vm.add_region(region)?;
     let registration = vm
         .registration(slot)

@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use migration::destination::RegionMemory;
 use uapi::memslot::{
     KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_NON_COHERENT_DMA, kvm_userspace_memory_region,
 };
@@ -80,6 +81,8 @@ pub struct GuestRegion {
     kind: RegionKind,
     coherence: Coherence,
     host: AnonMapping,
+    /// The memory is fresh (all zero, maybe not faulted in): not adopted with contents.
+    fresh: bool,
 }
 
 impl GuestRegion {
@@ -93,11 +96,36 @@ impl GuestRegion {
         coherence: Coherence,
     ) -> Result<GuestRegion, RegionError> {
         let name = name.into();
-        let len = usize::try_from(size).map_err(|_| RegionError::Map {
-            name: name.clone(),
-            errno: Errno::ENOMEM,
-        })?;
-        let host = AnonMapping::for_guest(len).map_err(|errno| RegionError::Map {
+        let host = usize::try_from(size)
+            .map_err(|_| Errno::ENOMEM)
+            .and_then(AnonMapping::for_guest);
+        GuestRegion::with_host(name, gpa, size, kind, coherence, host, true)
+    }
+
+    /// A region for `gpa .. gpa + memory.len()` backed by a migration destination's staging
+    /// memory, as it is: a restored device region keeps the pages it was received into.
+    pub fn adopt(
+        name: impl Into<String>,
+        gpa: u64,
+        memory: RegionMemory,
+        kind: RegionKind,
+        coherence: Coherence,
+    ) -> Result<GuestRegion, RegionError> {
+        let size = memory.len() as u64;
+        let host = AnonMapping::adopt(memory);
+        GuestRegion::with_host(name.into(), gpa, size, kind, coherence, host, false)
+    }
+
+    fn with_host(
+        name: String,
+        gpa: u64,
+        size: u64,
+        kind: RegionKind,
+        coherence: Coherence,
+        host: Result<AnonMapping, Errno>,
+        fresh: bool,
+    ) -> Result<GuestRegion, RegionError> {
+        let host = host.map_err(|errno| RegionError::Map {
             name: name.clone(),
             errno,
         })?;
@@ -108,6 +136,7 @@ impl GuestRegion {
             kind,
             coherence,
             host,
+            fresh,
         })
     }
 
@@ -146,8 +175,12 @@ impl GuestRegion {
     }
 
     /// Faults every page in for writing, so the kernel zeroes it now (with cached stores)
-    /// rather than on the guest's first touch, after the flush.
+    /// rather than on the guest's first touch, after the flush. Adopted memory was
+    /// populated where it was received, and its contents are the guest's: left alone.
     fn populate(&self) {
+        if !self.fresh {
+            return;
+        }
         for offset in (0..self.size).step_by(PAGE_SIZE as usize) {
             let page = (self.host.addr() + offset) as *mut u8;
             // SAFETY: `page` is inside the mapping this region owns (offset < size), which is
