@@ -105,6 +105,7 @@ fn read(bytes: &[u8]) -> Result<VmImage, StreamError> {
     let limits = Limits {
         max_memory: 1 << 20,
         max_vcpus: 8,
+        prefault: true,
     };
     receive(&mut StreamReader::open(bytes)?, limits)
 }

@@ -2,7 +2,9 @@
 //! random payload bytes re-sealed under fresh CRCs (so decoding reaches every semantic
 //! check). The destination must never panic, and no allocation it makes may exceed what the
 //! caps allow, whatever lengths and counts the input claims. A counting allocator measures
-//! the largest single allocation made while decoding.
+//! the largest single allocation made while decoding. (Staging memory is mapped, not
+//! allocated, and is bounded by `Limits::max_memory` before it is mapped: the
+//! `MemoryLimit` cases of `failure_modes.rs`.)
 
 mod common;
 
@@ -71,6 +73,7 @@ static ALLOCATOR: Counting = Counting;
 const LIMITS: Limits = Limits {
     max_memory: 256 << 10,
     max_vcpus: 8,
+    prefault: true,
 };
 
 /// The most any single allocation may be: a reused payload buffer that grew by doubling

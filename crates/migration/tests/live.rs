@@ -130,6 +130,20 @@ fn assert_summary_consistent(s: &Summary, vm: &FakeVm) {
 }
 
 #[test]
+fn a_destination_that_does_not_prefault_receives_the_same_guest() {
+    let mut vm = FakeVm::new(23, 64, 16, Policy::Flush);
+    vm.dirty_per_read = 0.1;
+    let limits = Limits {
+        prefault: false,
+        ..Limits::default()
+    };
+    let (result, image, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, limits);
+    let summary = result.expect("migration");
+    assert_image_matches(&image.expect("destination image"), &vm);
+    assert_summary_consistent(&summary, &vm);
+}
+
+#[test]
 fn converges_within_the_downtime_budget() {
     let mut vm = FakeVm::new(21, 256, 64, Policy::Flush);
     vm.dirty_per_read = 0.25;
@@ -265,7 +279,7 @@ fn a_refusing_destination_is_reported_and_the_guest_resumes() {
     vm.dirty_per_read = 0.5;
     let limits = Limits {
         max_memory: 4096,
-        max_vcpus: 8,
+        ..Limits::default()
     };
     let (result, image, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, limits);
     let err = result.unwrap_err();
@@ -333,7 +347,7 @@ fn a_refused_configuration_costs_no_page_and_no_pause() {
     let mut vm = FakeVm::new(28, 16, 4, Policy::Flush);
     let limits = Limits {
         max_memory: 4096,
-        max_vcpus: 8,
+        ..Limits::default()
     };
     let (result, received, _) = migrate(&mut vm, &PrecopyOptions::default(), 1e9, limits);
     let err = result.unwrap_err();

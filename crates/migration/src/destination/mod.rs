@@ -41,14 +41,20 @@ pub struct Limits {
     pub max_memory: u64,
     /// Most vCPUs.
     pub max_vcpus: u32,
+    /// Populate the staging memory when the configuration is accepted, before the first
+    /// page (see [`RegionMemory`]): no page fault in the copy loop, but every page of the
+    /// declared regions committed. Off, pages fault in as they arrive and a page that
+    /// never arrives (a zero page) costs nothing.
+    pub prefault: bool,
 }
 
 impl Default for Limits {
-    /// 16 GiB and the format's vCPU cap.
+    /// 16 GiB, the format's vCPU cap, prefaulted.
     fn default() -> Self {
         Limits {
             max_memory: 16 << 30,
             max_vcpus: MAX_VCPUS,
+            prefault: true,
         }
     }
 }
@@ -197,12 +203,16 @@ impl Body {
             .iter()
             .map(|r| {
                 let len = if r.carries_pages() { r.size } else { 0 };
-                let memory =
-                    RegionMemory::zeroed(len as usize).map_err(|e| StreamError::StagingMemory {
-                        region: r.name.clone(),
-                        bytes: len,
-                        kind: e.kind(),
-                    })?;
+                let memory = if limits.prefault {
+                    RegionMemory::populated(len as usize)
+                } else {
+                    RegionMemory::zeroed(len as usize)
+                };
+                let memory = memory.map_err(|e| StreamError::StagingMemory {
+                    region: r.name.clone(),
+                    bytes: len,
+                    kind: e.kind(),
+                })?;
                 Ok(Staging {
                     memory,
                     // A `skip` region receives no page, and its size is not bounded by

@@ -136,6 +136,12 @@ pub(crate) struct RestoreArgs {
     /// The most guest memory the source may declare, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16384)]
     pub max_memory_mib: u64,
+    /// Do not populate the guest's memory before the first page arrives: pages fault in
+    /// as they come, and pages never sent (zero pages) cost no memory. For large guests
+    /// that are mostly empty; by default every page is committed up front, and no page
+    /// fault slows the copy.
+    #[arg(long)]
+    pub no_prefault: bool,
     #[command(flatten)]
     pub strategy: StrategyArgs,
 }
@@ -145,6 +151,7 @@ impl RestoreArgs {
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_memory: self.max_memory_mib << 20,
+            prefault: !self.no_prefault,
             ..Limits::default()
         }
     }
