@@ -82,6 +82,12 @@ impl AnonMapping {
         Ok(map)
     }
 
+    /// Whether the memory was adopted with contents ([`AnonMapping::adopt`]) rather than
+    /// mapped fresh.
+    pub fn is_adopted(&self) -> bool {
+        matches!(self.owner, Owner::Adopted { .. })
+    }
+
     /// The host virtual address of the first byte, as `userspace_addr` takes it.
     pub fn addr(&self) -> u64 {
         self.addr as u64
@@ -90,7 +96,7 @@ impl AnonMapping {
 
 impl Drop for AnonMapping {
     fn drop(&mut self) {
-        if let Owner::Adopted { .. } = self.owner {
+        if self.is_adopted() {
             // The adopted memory unmaps itself when the field drops.
             return;
         }
@@ -118,6 +124,7 @@ mod tests {
         memory[4096] = 7;
         let at = memory.as_ptr() as u64;
         let m = AnonMapping::adopt(memory).unwrap();
+        assert!(m.is_adopted() && !AnonMapping::new(4096).unwrap().is_adopted());
         assert_eq!(m.addr(), at);
         assert_eq!(m.addr() % uapi::PAGE_SIZE, 0);
         assert_eq!(

@@ -35,6 +35,7 @@ use super::loopback::{
     LoopbackCeiling, LoopbackError, LoopbackOptions, loopback_ceiling, loopback_copy,
 };
 use super::qemu::{Install, QemuMigration, QemuOptions, ensure_qemu, run_qemu_migration};
+use super::stats::median;
 use crate::cache::HostCache;
 use crate::live::{LiveError, LiveVm, LiveVmConfig};
 use crate::strategy::Policy;
@@ -242,15 +243,6 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
 
 /// The write shapes of the ceiling: a full `BufWriter`, a full `Pages` chunk.
 const CEILING_WRITE_SIZES: [usize; 2] = [64 << 10, 1 << 20];
-
-/// The median of `values` (the lower middle one for an even count); 0 for none.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values
-        .get(values.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0.0)
-}
 
 const MIB: f64 = (1 << 20) as f64;
 

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-/// The median of `samples` (the lower middle one for an even count); zero for none.
-pub fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
+/// The median of `samples` (the lower middle one for an even count); zero (the default)
+/// for none. Durations and ratios alike: values that do not compare (NaN) sort as equal.
+pub fn median<T: PartialOrd + Copy + Default>(mut samples: Vec<T>) -> T {
+    samples.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     samples
         .get(samples.len().saturating_sub(1) / 2)
         .copied()
@@ -72,7 +73,8 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(median(vec![ms(5), ms(1), ms(3)]), ms(3));
         assert_eq!(median(vec![ms(4), ms(1), ms(3), ms(2)]), ms(2));
-        assert_eq!(median(vec![]), Duration::ZERO);
+        assert_eq!(median(Vec::<Duration>::new()), Duration::ZERO);
+        assert_eq!(median(vec![0.5, 2.0, 1.0, 0.25]), 0.5);
     }
 
     #[test]

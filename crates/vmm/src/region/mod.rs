@@ -81,8 +81,6 @@ pub struct GuestRegion {
     kind: RegionKind,
     coherence: Coherence,
     host: AnonMapping,
-    /// The memory is fresh (all zero, maybe not faulted in): not adopted with contents.
-    fresh: bool,
 }
 
 impl GuestRegion {
@@ -99,7 +97,7 @@ impl GuestRegion {
         let host = usize::try_from(size)
             .map_err(|_| Errno::ENOMEM)
             .and_then(AnonMapping::for_guest);
-        GuestRegion::with_host(name, gpa, size, kind, coherence, host, true)
+        GuestRegion::with_host(name, gpa, size, kind, coherence, host)
     }
 
     /// A region for `gpa .. gpa + memory.len()` backed by a migration destination's staging
@@ -113,7 +111,7 @@ impl GuestRegion {
     ) -> Result<GuestRegion, RegionError> {
         let size = memory.len() as u64;
         let host = AnonMapping::adopt(memory);
-        GuestRegion::with_host(name.into(), gpa, size, kind, coherence, host, false)
+        GuestRegion::with_host(name.into(), gpa, size, kind, coherence, host)
     }
 
     fn with_host(
@@ -123,7 +121,6 @@ impl GuestRegion {
         kind: RegionKind,
         coherence: Coherence,
         host: Result<AnonMapping, Errno>,
-        fresh: bool,
     ) -> Result<GuestRegion, RegionError> {
         let host = host.map_err(|errno| RegionError::Map {
             name: name.clone(),
@@ -136,7 +133,6 @@ impl GuestRegion {
             kind,
             coherence,
             host,
-            fresh,
         })
     }
 
@@ -178,7 +174,7 @@ impl GuestRegion {
     /// rather than on the guest's first touch, after the flush. Adopted memory was
     /// populated where it was received, and its contents are the guest's: left alone.
     fn populate(&self) {
-        if !self.fresh {
+        if self.host.is_adopted() {
             return;
         }
         for offset in (0..self.size).step_by(PAGE_SIZE as usize) {
