@@ -124,7 +124,8 @@ pub enum StreamError {
         /// The CRC of the bytes received.
         computed: u64,
     },
-    /// A chunk's payload does not decode (its CRC was correct).
+    /// A chunk's payload does not decode (its CRC was correct, or, for a run's records, is
+    /// yet to be checked but the records' own CRC failed).
     #[error("{kind} chunk at byte {offset}: {error}")]
     Malformed {
         /// The chunk's kind.
@@ -365,6 +366,14 @@ pub enum Malformation {
         field: &'static str,
         /// The value found.
         value: u64,
+    },
+    /// A run's header and records do not match their own CRC: no record was believed.
+    #[error("page records checksum mismatch (stored {stored:#018x}, computed {computed:#018x})")]
+    RecordsChecksum {
+        /// The CRC in the stream.
+        stored: u64,
+        /// The CRC of the bytes received.
+        computed: u64,
     },
     /// A count over its cap; refused before anything was reserved for it.
     #[error("{field} {count} exceeds the cap of {cap}")]

@@ -169,7 +169,7 @@ fn bad_magic() {
 
 #[test]
 fn version_too_new() {
-    for version in [Version::new(1, 2), Version::new(2, 0)] {
+    for version in [Version::new(1, 3), Version::new(2, 0)] {
         let h = StreamHeader {
             version,
             ..header()
@@ -185,14 +185,32 @@ fn version_too_new() {
 }
 
 #[test]
-fn a_stream_of_the_oldest_readable_version_still_reads() {
-    // 1.1 changed the live handshake, not the chunks: a 1.0 snapshot restores.
-    let h = StreamHeader {
-        version: OLDEST_READABLE,
-        ..header()
-    };
-    assert!(OLDEST_READABLE < VERSION);
-    assert!(read(&seal_with(&h, &body(), |_| {})).is_ok());
+fn streams_of_every_readable_version_still_read() {
+    // 1.1 changed the live handshake, 1.2 the layout of a run: a writer given an older
+    // version writes that version's layout, and this build reads each back to the same image.
+    assert!(OLDEST_READABLE < RECORDS_FIRST_SINCE && RECORDS_FIRST_SINCE <= VERSION);
+    let current = read(&seal(&body())).unwrap();
+    for version in [OLDEST_READABLE, Version::new(1, 1), VERSION] {
+        let h = StreamHeader {
+            version,
+            ..header()
+        };
+        let bytes = seal_with(&h, &body(), |_| {});
+        let image = read(&bytes).unwrap_or_else(|e| panic!("{version}: {e}"));
+        assert_eq!(image.regions, current.regions, "{version}");
+        // The layouts differ by the records' CRC, 8 bytes per run.
+        let runs = body()
+            .iter()
+            .filter(|c| matches!(c, Chunk::Pages(_)))
+            .count();
+        let newest = seal(&body()).len();
+        let extra = if Layout::of(version) == Layout::RecordsFirst {
+            0
+        } else {
+            8 * runs
+        };
+        assert_eq!(bytes.len() + extra, newest, "{version}");
+    }
 }
 
 #[test]
@@ -365,6 +383,118 @@ fn oversized_counts_inside_a_payload_are_refused() {
             }
         }
     );
+}
+
+/// The header and records of a records-first run of region 0, round 0, with their CRC.
+fn run_head(records: &[(u32, bool)]) -> Vec<u8> {
+    let mut head = Vec::new();
+    for v in [0u32, 0, records.len() as u32, 0] {
+        head.extend_from_slice(&v.to_le_bytes());
+    }
+    for &(index, data) in records {
+        head.extend_from_slice(&index.to_le_bytes());
+        head.extend_from_slice(&[if data { 1 } else { 2 }, 0, 0, 0]);
+    }
+    let crc = crc64(&head);
+    head.extend_from_slice(&crc.to_le_bytes());
+    head
+}
+
+/// The stream header and the configuration of `body`, for a hand-made chunk to follow.
+fn configured() -> Vec<u8> {
+    let mut w = StreamWriter::new(Vec::new(), &header()).unwrap();
+    w.write(&body()[0]).unwrap();
+    w.into_inner()
+}
+
+#[test]
+fn a_run_s_records_are_checked_before_its_pages_are_read() {
+    let at = configured().len();
+    let pages = |bytes: Vec<u8>| {
+        let mut stream = configured();
+        stream.extend(bytes);
+        read(&stream).unwrap_err()
+    };
+    let malformed = |error| StreamError::Malformed {
+        kind: ChunkKind::Pages,
+        offset: at as u64,
+        error,
+    };
+
+    // A corrupt record fails the records' own CRC: no index it names is believed, and the
+    // chunk's CRC (which would only fail after the pages were read) is never reached.
+    let mut bytes = seal(&body());
+    let first_run = layout(&bytes)[2].0;
+    bytes[first_run + CHUNK_HEADER_LEN + 16 + 4] ^= 0x40;
+    assert!(matches!(
+        read(&bytes).unwrap_err(),
+        StreamError::Malformed {
+            kind: ChunkKind::Pages,
+            error: Malformation::RecordsChecksum { .. },
+            offset,
+        } if offset == first_run as u64
+    ));
+
+    // A page out of range is refused from the records alone: the stream ends right after
+    // them, and the error is the range, not the truncation.
+    let head = run_head(&[(999, true)]);
+    let declared = (head.len() + PAGE_SIZE) as u32;
+    assert_eq!(
+        pages(raw_chunk(ChunkKind::Pages as u16, 0, declared, &head)),
+        StreamError::PageOutOfRange {
+            region: 0,
+            index: 999,
+            pages: 4
+        }
+    );
+
+    // The declared length must be the records' data, to the byte.
+    let head = run_head(&[(0, true), (1, false)]);
+    assert_eq!(
+        pages(raw_chunk(
+            ChunkKind::Pages as u16,
+            0,
+            head.len() as u32,
+            &head
+        )),
+        malformed(Malformation::Short { field: "page data" })
+    );
+    let mut long = head.clone();
+    long.resize(head.len() + 2 * PAGE_SIZE, 7);
+    assert_eq!(
+        pages(raw_chunk(
+            ChunkKind::Pages as u16,
+            0,
+            long.len() as u32,
+            &long
+        )),
+        malformed(Malformation::Trailing {
+            bytes: PAGE_SIZE as u64
+        })
+    );
+    assert_eq!(
+        pages(raw_chunk(ChunkKind::Pages as u16, 0, 20, &head[..20])),
+        malformed(Malformation::Short {
+            field: "page records"
+        })
+    );
+}
+
+#[test]
+fn a_corrupt_page_read_into_staging_memory_still_fails_its_chunk() {
+    // Pages 0..4 of "ram" with a flipped data byte: the pages were read into staging memory
+    // before the chunk's CRC could fail, and the stream is refused all the same.
+    let mut bytes = seal(&body());
+    let (first_run, _, len) = layout(&bytes)[2];
+    bytes[first_run + CHUNK_HEADER_LEN + len - 1] ^= 0x01;
+    assert!(matches!(
+        read(&bytes).unwrap_err(),
+        StreamError::ChunkChecksum {
+            kind: ChunkKind::Pages,
+            offset,
+            ..
+        } if offset == first_run as u64
+    ));
 }
 
 /// `body` with one more chunk before `End`.

@@ -16,7 +16,11 @@
 //! Every allocation is bounded before it is made: staging memory by [`Limits::max_memory`]
 //! (checked against the configuration before allocating), vCPU slots by
 //! [`Limits::max_vcpus`], devices by [`MAX_DEVICES`]; pages only ever overwrite staged
-//! memory.
+//! memory. The destination is the reader's [`PageSink`]: a run's records are checked
+//! (region, round, every index) before its pages are read, and the pages are read from the
+//! stream straight into staging memory, counted as received only once the chunk's CRC
+//! verified. Unverified bytes in staging memory are harmless: the stream is then refused
+//! and the staging memory dropped with it.
 
 mod image;
 mod memory;
@@ -29,10 +33,10 @@ use std::io::Read;
 use crate::bitmap::DirtyBitmap;
 use crate::error::StreamError;
 use crate::format::{
-    ChunkKind, DeviceState, MAX_DEVICES, MAX_VCPUS, PAGE_SIZE, PageRun, PageSlot, Policy,
-    RegionConfig, StreamHeader, Totals, VcpuState, VmConfig, msr,
+    ChunkKind, DeviceState, MAX_DEVICES, MAX_VCPUS, PAGE_SIZE, PageRecord, Policy, RegionConfig,
+    RunHeader, StreamHeader, Totals, VcpuState, VmConfig, msr,
 };
-use crate::stream::{Chunk, StreamReader};
+use crate::stream::{Chunk, PageSink, StreamReader, deliver};
 
 /// What a destination accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +81,10 @@ pub fn receive_announcing<R: Read>(
     let mut destination = Destination::new(reader.header().clone(), limits);
     loop {
         let offset = reader.position();
-        let chunk = reader.next_chunk()?;
+        // A run goes straight into the staging memory; every other chunk comes back.
+        let Some(chunk) = reader.next_chunk_into(&mut destination)? else {
+            continue;
+        };
         let config = matches!(chunk, Chunk::VmConfig(_));
         if let Some(image) = destination.accept(chunk, offset)? {
             return Ok(image);
@@ -112,6 +119,8 @@ struct Body {
     devices: Vec<DeviceState>,
     pages: u64,
     newest_round: Option<u32>,
+    /// The staging of the run begun and not yet ended.
+    open_run: Option<usize>,
 }
 
 /// One region's staged contents and counts.
@@ -127,6 +136,7 @@ struct Staging {
 }
 
 const BODY_CHUNKS: &str = "Pages, Vcpu, Device, RegionSkipped or End";
+const CLOSED: &str = "nothing: the stream was finished or refused";
 
 impl Destination {
     /// A destination for a stream whose header was read and checked.
@@ -166,9 +176,125 @@ impl Destination {
             }
             (Phase::Closed, _) => Err(StreamError::OutOfOrder {
                 found,
-                expected: "nothing: the stream was finished or refused",
+                expected: CLOSED,
             }),
         }
+    }
+}
+
+/// A run read from the stream goes straight into the staging memory of its region, under
+/// the checks of a run accepted whole.
+impl PageSink for Destination {
+    fn begin_run(&mut self, header: RunHeader, records: &[PageRecord]) -> Result<(), StreamError> {
+        let begun = match &mut self.phase {
+            Phase::Body(body) => body.begin_run(header, records),
+            Phase::AwaitConfig => Err(StreamError::OutOfOrder {
+                found: ChunkKind::Pages,
+                expected: "VmConfig",
+            }),
+            Phase::Closed => Err(StreamError::OutOfOrder {
+                found: ChunkKind::Pages,
+                expected: CLOSED,
+            }),
+        };
+        if begun.is_err() {
+            self.phase = Phase::Closed;
+        }
+        begun
+    }
+
+    fn pages_mut(&mut self, first: u32, count: usize) -> Result<&mut [u8], StreamError> {
+        match &mut self.phase {
+            Phase::Body(body) => body.pages_mut(first, count),
+            _ => Err(StreamError::OutOfOrder {
+                found: ChunkKind::Pages,
+                expected: CLOSED,
+            }),
+        }
+    }
+
+    fn end_run(&mut self, records: &[PageRecord]) {
+        if let Phase::Body(body) = &mut self.phase {
+            body.end_run(records);
+        }
+    }
+}
+
+/// The checks and the staging of one run, whether it was read whole (an old stream, or a
+/// chunk handed to [`Destination::accept`]) or straight into staging memory.
+impl PageSink for Body {
+    fn begin_run(&mut self, header: RunHeader, records: &[PageRecord]) -> Result<(), StreamError> {
+        if self.open_run.is_some() {
+            // The run before was never verified: its chunk was refused.
+            return Err(StreamError::OutOfOrder {
+                found: ChunkKind::Pages,
+                expected: CLOSED,
+            });
+        }
+        let (i, region) = self.region(header.region, ChunkKind::Pages)?;
+        if !region.carries_pages() {
+            return Err(StreamError::PagesForSkippedRegion {
+                region: region.name.clone(),
+            });
+        }
+        let pages = region.pages();
+        if let Some(previous) = self.newest_round
+            && header.round < previous
+        {
+            return Err(StreamError::RoundWentBack {
+                round: header.round,
+                previous,
+            });
+        }
+        if let Some(r) = records.iter().find(|r| r.index >= pages) {
+            return Err(StreamError::PageOutOfRange {
+                region: header.region,
+                index: r.index,
+                pages,
+            });
+        }
+        self.newest_round = Some(header.round);
+        self.open_run = Some(i);
+        Ok(())
+    }
+
+    fn pages_mut(&mut self, first: u32, count: usize) -> Result<&mut [u8], StreamError> {
+        let Some(i) = self.open_run else {
+            return Err(StreamError::OutOfOrder {
+                found: ChunkKind::Pages,
+                expected: CLOSED,
+            });
+        };
+        let at = first as usize * PAGE_SIZE;
+        let memory = &mut self.staging[i].memory;
+        let pages = (memory.len() / PAGE_SIZE) as u32;
+        // `begin_run` checked every index; a reader asking past them is refused all the same.
+        memory
+            .get_mut(at..at + count * PAGE_SIZE)
+            .ok_or(StreamError::PageOutOfRange {
+                region: self.config.regions[i].id,
+                index: first.saturating_add(count as u32).saturating_sub(1),
+                pages,
+            })
+    }
+
+    fn end_run(&mut self, records: &[PageRecord]) {
+        let Some(i) = self.open_run.take() else {
+            return;
+        };
+        let staging = &mut self.staging[i];
+        for record in records {
+            if record.data {
+                staging.data_pages += 1;
+            } else {
+                // A page sent again may have become zero: the marker overwrites it.
+                let at = record.index as usize * PAGE_SIZE;
+                staging.memory[at..at + PAGE_SIZE].fill(0);
+                staging.zero_pages += 1;
+            }
+            staging.received.set(record.index);
+        }
+        self.pages += records.len() as u64;
     }
 }
 
@@ -231,6 +357,7 @@ impl Body {
             devices: Vec::new(),
             pages: 0,
             newest_round: None,
+            open_run: None,
         })
     }
 
@@ -246,7 +373,7 @@ impl Body {
 
     fn accept(&mut self, chunk: Chunk) -> Result<(), StreamError> {
         match chunk {
-            Chunk::Pages(run) => self.pages(&run),
+            Chunk::Pages(run) => deliver(&run, self),
             Chunk::Vcpu(vcpu) => self.vcpu(*vcpu),
             Chunk::Device(device) => self.device(device),
             Chunk::RegionSkipped { region } => self.skipped(region),
@@ -256,51 +383,6 @@ impl Body {
                 expected: BODY_CHUNKS,
             }),
         }
-    }
-
-    fn pages(&mut self, run: &PageRun) -> Result<(), StreamError> {
-        let (i, region) = self.region(run.region, ChunkKind::Pages)?;
-        if !region.carries_pages() {
-            return Err(StreamError::PagesForSkippedRegion {
-                region: region.name.clone(),
-            });
-        }
-        let pages = region.pages();
-        if let Some(previous) = self.newest_round
-            && run.round < previous
-        {
-            return Err(StreamError::RoundWentBack {
-                round: run.round,
-                previous,
-            });
-        }
-        self.newest_round = Some(run.round);
-        let staging = &mut self.staging[i];
-        for (index, slot) in run.pages() {
-            if index >= pages {
-                return Err(StreamError::PageOutOfRange {
-                    region: run.region,
-                    index,
-                    pages,
-                });
-            }
-            let at = index as usize * PAGE_SIZE;
-            let page = &mut staging.memory[at..at + PAGE_SIZE];
-            match slot {
-                // A page sent again may have become zero: the marker overwrites it.
-                PageSlot::Zero => {
-                    page.fill(0);
-                    staging.zero_pages += 1;
-                }
-                PageSlot::Data(data) => {
-                    page.copy_from_slice(data);
-                    staging.data_pages += 1;
-                }
-            }
-            staging.received.set(index);
-        }
-        self.pages += run.len() as u64;
-        Ok(())
     }
 
     fn vcpu(&mut self, vcpu: VcpuState) -> Result<(), StreamError> {

@@ -215,7 +215,7 @@ mod tests {
         // docs/migration.md lists these; a change here is a format change.
         let caps = [
             (ChunkKind::VmConfig, 3_592),
-            (ChunkKind::Pages, 1_050_640),
+            (ChunkKind::Pages, 1_050_648),
             (ChunkKind::Vcpu, 25_048),
             (ChunkKind::Device, 1_048_616),
             (ChunkKind::RegionSkipped, 8),

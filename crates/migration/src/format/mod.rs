@@ -32,8 +32,10 @@
 //!   +6 registration u8 (1 none, 2 memslot-flag, 3 virtio-device, 4 quirk, 5 npt, 6 unsafe)
 //!   +7 policy u8 (1 copy, 2 flush, 3 skip, 4 refuse) | +8 gpa u64 | +16 size u64
 //!   +24 name [32]
-//! Pages (kind 2)         region u32, round u32, count u32 (<= 256), zero u32, then per page:
-//!   index u32, contents u8 (1 data, 2 zero page), zero [3], then 4096 bytes if data
+//! Pages (kind 2)         region u32, round u32, count u32 (<= 256), zero u32, then
+//!   count x (index u32, contents u8 (1 data, 2 zero page), zero [3]),
+//!   CRC-64/XZ of the run header and records, then 4096 bytes per data page, in record
+//!   order (from 1.2; in 1.0 and 1.1 each record is followed by its page, and no CRC)
 //! Vcpu (kind 3)          id u32, msr_count u32 (<= 512), xsave_len u32 (<= 16 KiB), zero u32,
 //!   regs (18 x u64), sregs (8 segments x 24, gdt/idt x 16, 7 control u64, 4 u64 bitmap),
 //!   msr_count x (index u32, zero u32, value u64), xsave_len opaque bytes
@@ -94,7 +96,8 @@ pub use config::{Coherence, Policy, RegionConfig, RegionKind, Registration, VmCo
 pub use device::DeviceState;
 pub use end::{RegionTotals, Totals};
 pub use header::{HEADER_LEN, MAGIC, SourceFacts, StreamHeader, StreamKind, Vendor};
-pub use pages::{PageRun, PageSlot};
+pub use pages::{Layout, PageRecord, PageRun, PageSlot, RECORDS_FIRST_SINCE, RunHeader};
+pub(crate) use pages::{RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records};
 pub use status::{MAX_REASON_LEN, Status};
 pub use vcpu::{DescriptorTable, Msr, Regs, Segment, Sregs, VcpuState, msr};
 
@@ -146,8 +149,10 @@ impl fmt::Display for Version {
 }
 
 /// The version this build writes. 1.1 added the live READY handshake (the chunks are
-/// those of 1.0, so 1.0 snapshots still read).
-pub const VERSION: Version = Version::new(1, 1);
+/// those of 1.0); 1.2 lays a `Pages` run out records first ([`Layout`]). A writer given an
+/// older version writes that version's layout, and every version from
+/// [`OLDEST_READABLE`] on still reads.
+pub const VERSION: Version = Version::new(1, 2);
 /// The first version whose live destination says READY after the configuration; a
 /// destination answers an older source as that source expects, without it.
 pub const READY_SINCE: Version = Version::new(1, 1);
@@ -185,7 +190,8 @@ mod tests {
             (VERSION, true),
             (OLDEST_READABLE, true),
             (Version::new(1, 0), true),
-            (Version::new(1, 2), false),
+            (Version::new(1, 1), true),
+            (Version::new(1, 3), false),
             (Version::new(2, 0), false),
             (Version::new(0, 9), false),
             (Version::new(0, 0), false),
@@ -194,7 +200,7 @@ mod tests {
             assert_eq!(check_version(version).is_ok(), accepted, "{version}");
         }
         assert!(matches!(
-            check_version(Version::new(1, 2)),
+            check_version(Version::new(1, 3)),
             Err(StreamError::VersionTooNew { .. })
         ));
         assert!(matches!(

@@ -2,14 +2,17 @@
 //! trailer, with every length checked against its kind's cap before anything is read.
 
 mod reader;
+mod sink;
 mod writer;
 
 pub use reader::StreamReader;
+pub use sink::PageSink;
+pub(crate) use sink::deliver;
 pub use writer::StreamWriter;
 
 use crate::error::{EncodeError, Malformation};
 use crate::format::wire::{Dec, Enc};
-use crate::format::{ChunkKind, DeviceState, PageRun, Totals, VcpuState, VmConfig};
+use crate::format::{ChunkKind, DeviceState, Layout, PageRun, Totals, VcpuState, VmConfig};
 
 /// One decoded chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +47,11 @@ impl Chunk {
         }
     }
 
-    fn encode_payload(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn encode_payload(&self, layout: Layout, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Chunk::VmConfig(c) => c.encode(buf),
             Chunk::Pages(run) => {
-                run.encode(buf);
+                run.encode(layout, buf);
                 Ok(())
             }
             Chunk::Vcpu(v) => v.encode(buf),
@@ -63,12 +66,13 @@ impl Chunk {
         }
     }
 
-    /// Decodes a payload whose length was checked against the kind's cap. A `Pages` run
-    /// takes the buffer over (the caller's is left empty); other kinds only read it.
-    fn decode(kind: ChunkKind, payload: &mut Vec<u8>) -> Result<Chunk, Malformation> {
+    /// Decodes a payload whose length was checked against the kind's cap. A `Pages` payload
+    /// read whole is of a [`Layout::Interleaved`] stream (a records-first run is read into
+    /// its sink as it arrives).
+    fn decode(kind: ChunkKind, payload: &[u8]) -> Result<Chunk, Malformation> {
         Ok(match kind {
             ChunkKind::VmConfig => Chunk::VmConfig(VmConfig::decode(payload)?),
-            ChunkKind::Pages => Chunk::Pages(PageRun::decode(std::mem::take(payload))?),
+            ChunkKind::Pages => Chunk::Pages(PageRun::decode_interleaved(payload)?),
             ChunkKind::Vcpu => Chunk::Vcpu(Box::new(VcpuState::decode(payload)?)),
             ChunkKind::Device => Chunk::Device(DeviceState::decode(payload)?),
             ChunkKind::RegionSkipped => {

@@ -5,10 +5,14 @@
 use std::io::Read;
 
 use super::Chunk;
+use super::sink::{Collect, PageSink, deliver, stretches};
 use crate::crc::CrcReader;
-use crate::error::StreamError;
+use crate::error::{Malformation, StreamError};
 use crate::format::wire::read_full;
-use crate::format::{CHUNK_HEADER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, StreamHeader};
+use crate::format::{
+    CHUNK_HEADER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PAGE_SIZE, PageRecord,
+    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, RunHeader, StreamHeader, decode_records,
+};
 
 /// Reads a stream.
 #[derive(Debug)]
@@ -16,7 +20,11 @@ pub struct StreamReader<R: Read> {
     inner: R,
     header: StreamHeader,
     position: u64,
+    layout: Layout,
+    /// A chunk's payload, or a streamed run's header and records.
     payload: Vec<u8>,
+    /// A streamed run's records.
+    records: Vec<PageRecord>,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -25,9 +33,11 @@ impl<R: Read> StreamReader<R> {
         let header = StreamHeader::read_from(&mut inner)?;
         Ok(StreamReader {
             inner,
-            header,
             position: HEADER_LEN as u64,
+            layout: Layout::of(header.version),
             payload: Vec::new(),
+            records: Vec::new(),
+            header,
         })
     }
 
@@ -44,23 +54,47 @@ impl<R: Read> StreamReader<R> {
     /// Reads the next chunk. After an error the stream is not resynchronized: the caller
     /// refuses the whole stream.
     pub fn next_chunk(&mut self) -> Result<Chunk, StreamError> {
+        let mut collect = Collect::default();
+        Ok(self
+            .next_chunk_into(&mut collect)?
+            .unwrap_or(Chunk::Pages(collect.run)))
+    }
+
+    /// Reads the next chunk, a `Pages` run into `sink` (then `None`): in a
+    /// [`Layout::RecordsFirst`] stream the run's pages are read from the stream straight
+    /// into the sink's memory, checked by the chunk's CRC afterwards (see [`PageSink`]).
+    pub fn next_chunk_into(
+        &mut self,
+        sink: &mut dyn PageSink,
+    ) -> Result<Option<Chunk>, StreamError> {
         let offset = self.position;
         let mut framed = CrcReader::new(&mut self.inner);
         let mut raw = [0u8; CHUNK_HEADER_LEN];
         read_full(&mut framed, &mut raw, offset, "a chunk header")?;
         let header = ChunkHeader::decode(&raw, offset)?;
-        // `length` is at most the kind's cap here (checked by decode), so this allocation is
-        // bounded whatever the stream says. The buffer is reused across chunks, except that
-        // a `Pages` run takes it over (and the allocator hands the memory back next time).
-        self.payload.clear();
-        self.payload.resize(header.length as usize, 0);
         let payload_at = offset + CHUNK_HEADER_LEN as u64;
-        read_full(
-            &mut framed,
-            &mut self.payload,
-            payload_at,
-            payload_what(header.kind),
-        )?;
+        let streamed = header.kind == ChunkKind::Pages && self.layout == Layout::RecordsFirst;
+        if streamed {
+            let mut run = RunReader {
+                framed: &mut framed,
+                offset,
+                length: header.length,
+                scratch: &mut self.payload,
+                records: &mut self.records,
+            };
+            run.read(sink)?;
+        } else {
+            // `length` is at most the kind's cap here (checked by decode), so this
+            // allocation is bounded whatever the stream says; the buffer is reused.
+            self.payload.clear();
+            self.payload.resize(header.length as usize, 0);
+            read_full(
+                &mut framed,
+                &mut self.payload,
+                payload_at,
+                payload_what(header.kind),
+            )?;
+        }
         // Take the computed CRC before reading the stored one: the trailer is read from the
         // inner reader and must not be fed into the checksum it is compared with.
         let computed = framed.checksum();
@@ -82,11 +116,19 @@ impl<R: Read> StreamReader<R> {
             });
         }
         self.position = trailer_at + 8;
-        Chunk::decode(header.kind, &mut self.payload).map_err(|error| StreamError::Malformed {
+        if streamed {
+            sink.end_run(&self.records);
+            return Ok(None);
+        }
+        let malformed = |error| StreamError::Malformed {
             kind: header.kind,
             offset,
             error,
-        })
+        };
+        match Chunk::decode(header.kind, &self.payload).map_err(malformed)? {
+            Chunk::Pages(run) => deliver(&run, sink).map(|()| None),
+            chunk => Ok(Some(chunk)),
+        }
     }
 
     /// Fails if any byte follows (a snapshot file ends with its `End` chunk).
@@ -112,6 +154,78 @@ impl<R: Read> StreamReader<R> {
     /// The underlying reader.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+}
+
+/// Reads one [`Layout::RecordsFirst`] run into a sink; the caller checks the chunk CRC.
+struct RunReader<'a, R> {
+    framed: &'a mut CrcReader<R>,
+    /// Offset of the chunk.
+    offset: u64,
+    /// The payload length the chunk header declared (within the kind's cap).
+    length: u32,
+    scratch: &'a mut Vec<u8>,
+    records: &'a mut Vec<PageRecord>,
+}
+
+impl<R: Read> RunReader<'_, R> {
+    fn read(&mut self, sink: &mut dyn PageSink) -> Result<(), StreamError> {
+        let payload_at = self.offset + CHUNK_HEADER_LEN as u64;
+        let length = self.length as usize;
+        // Every length below is checked against `length` before it is read, so a short
+        // payload is refused as malformed, not read into the next chunk.
+        let mut head = [0u8; RUN_HEADER_LEN];
+        self.need(RUN_HEADER_LEN, "page run header")?;
+        read_full(self.framed, &mut head, payload_at, "a Pages run header")?;
+        let header = RunHeader::decode(&head).map_err(|e| self.malformed(e))?;
+        let records_end = RUN_HEADER_LEN + header.count as usize * RECORD_LEN;
+        let data_at = records_end + RECORDS_CHECKSUM_LEN;
+        self.need(data_at, "page records")?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&head);
+        self.scratch.resize(data_at, 0);
+        read_full(
+            self.framed,
+            &mut self.scratch[RUN_HEADER_LEN..],
+            payload_at + RUN_HEADER_LEN as u64,
+            "Pages run records",
+        )?;
+        decode_records(header, self.scratch, self.records).map_err(|e| self.malformed(e))?;
+        let data_pages = self.records.iter().filter(|r| r.data).count();
+        let expected = data_at + data_pages * PAGE_SIZE;
+        if length != expected {
+            return Err(self.malformed(if length < expected {
+                Malformation::Short { field: "page data" }
+            } else {
+                Malformation::Trailing {
+                    bytes: (length - expected) as u64,
+                }
+            }));
+        }
+        sink.begin_run(header, self.records)?;
+        let mut at = payload_at + data_at as u64;
+        for (first, count) in stretches(self.records) {
+            let memory = sink.pages_mut(first, count)?;
+            read_full(self.framed, memory, at, "Pages run data")?;
+            at += memory.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Refuses a payload shorter than `bytes`.
+    fn need(&self, bytes: usize, field: &'static str) -> Result<(), StreamError> {
+        if (self.length as usize) < bytes {
+            return Err(self.malformed(Malformation::Short { field }));
+        }
+        Ok(())
+    }
+
+    fn malformed(&self, error: Malformation) -> StreamError {
+        StreamError::Malformed {
+            kind: ChunkKind::Pages,
+            offset: self.offset,
+            error,
+        }
     }
 }
 

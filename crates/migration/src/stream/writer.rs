@@ -7,7 +7,8 @@ use super::Chunk;
 use crate::crc::CrcWriter;
 use crate::error::EncodeError;
 use crate::format::{
-    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, PageRun, StreamHeader,
+    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PageRun,
+    StreamHeader,
 };
 
 /// Writes a stream.
@@ -30,6 +31,9 @@ use crate::format::{
 pub struct StreamWriter<W: Write> {
     inner: W,
     position: u64,
+    /// The layout of the header's version: a writer given an older version writes a stream
+    /// an older reader reads.
+    layout: Layout,
     payload: Vec<u8>,
 }
 
@@ -40,6 +44,7 @@ impl<W: Write> StreamWriter<W> {
         Ok(StreamWriter {
             inner,
             position: HEADER_LEN as u64,
+            layout: Layout::of(header.version),
             payload: Vec::new(),
         })
     }
@@ -49,40 +54,53 @@ impl<W: Write> StreamWriter<W> {
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
         let framed = chunk
-            .encode_payload(&mut payload)
-            .and_then(|()| self.frame(chunk.kind(), &payload));
+            .encode_payload(self.layout, &mut payload)
+            .and_then(|()| self.frame(chunk.kind(), &[&payload]));
         self.payload = payload;
         framed
     }
 
-    /// Writes a `Pages` chunk straight from the run's buffer, without moving the run into a
-    /// [`Chunk`] or copying it, so the sender can reuse the run.
+    /// Writes a `Pages` chunk without moving the run into a [`Chunk`], so the sender can
+    /// reuse the run; in a records-first stream, straight from the run's buffers.
     pub fn write_pages(&mut self, run: &mut PageRun) -> Result<u64, EncodeError> {
-        self.frame(ChunkKind::Pages, run.payload())
+        match self.layout {
+            Layout::RecordsFirst => self.frame(ChunkKind::Pages, &run.records_first()),
+            Layout::Interleaved => {
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.clear();
+                run.encode(Layout::Interleaved, &mut payload);
+                let framed = self.frame(ChunkKind::Pages, &[&payload]);
+                self.payload = payload;
+                framed
+            }
+        }
     }
 
-    /// Frames `payload` as a chunk of `kind`.
-    fn frame(&mut self, kind: ChunkKind, payload: &[u8]) -> Result<u64, EncodeError> {
+    /// Frames the concatenation of `parts` as the payload of a chunk of `kind`.
+    fn frame(&mut self, kind: ChunkKind, parts: &[&[u8]]) -> Result<u64, EncodeError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         // Each encoder checks its own counts against the caps, so this holds; checked
         // anyway because a reader would refuse the chunk.
-        if payload.len() > kind.max_payload() as usize {
+        if len > kind.max_payload() as usize {
             return Err(EncodeError::TooMany {
                 field: "payload bytes",
-                count: payload.len() as u64,
+                count: len as u64,
                 cap: kind.max_payload().into(),
             });
         }
         let header = ChunkHeader {
             kind,
             flags: 0,
-            length: payload.len() as u32,
+            length: len as u32,
         };
         let mut framed = CrcWriter::new(&mut self.inner);
         framed.write_all(&header.encode())?;
-        framed.write_all(payload)?;
+        for part in parts {
+            framed.write_all(part)?;
+        }
         let crc = framed.checksum();
         self.inner.write_all(&crc.to_le_bytes())?;
-        let size = (CHUNK_HEADER_LEN + payload.len() + CHUNK_TRAILER_LEN) as u64;
+        let size = (CHUNK_HEADER_LEN + len + CHUNK_TRAILER_LEN) as u64;
         self.position += size;
         Ok(size)
     }

@@ -10,8 +10,8 @@
 //!   4 KiB pages into a 64 KiB `BufWriter`, so what reaches the socket is one 64 KiB write per
 //!   full buffer; `TCP_NODELAY` is set as there;
 //! - the receiver reads into a [`DEFAULT_READ_SIZE`] = 1 MiB buffer, the size of a `Pages`
-//!   payload, which the destination reads past its small `BufReader` straight into the
-//!   chunk's buffer, and throws the bytes away;
+//!   payload, which the destination reads past its small `BufReader` straight into its
+//!   staging memory, and throws the bytes away;
 //! - the bytes are read from memory as the migration reads guest memory: the benchmark
 //!   hands [`loopback_copy`] the migrated guest's own RAM and BAR, so the ceiling pays the
 //!   same trip to DRAM for every byte (a small buffer sent over and over would be served
