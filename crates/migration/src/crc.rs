@@ -59,6 +59,13 @@ impl Crc64 {
     pub fn finish(&self) -> u64 {
         self.digest.finalize()
     }
+
+    /// Extends the CRC by the bytes `other` was computed over, without reading them again:
+    /// a page checksummed as it was copied (still in the L1 cache) need not be read back
+    /// from memory to frame its chunk.
+    pub fn append(&mut self, other: &Crc64) {
+        self.digest.combine(&other.digest);
+    }
 }
 
 /// The CRC-64/XZ of `bytes`.
@@ -101,6 +108,11 @@ impl<W: Write> CrcWriter<W> {
     /// The CRC of the bytes accepted so far.
     pub fn checksum(&self) -> u64 {
         self.crc.finish()
+    }
+
+    /// The running CRC of the bytes accepted so far, to be extended.
+    pub fn crc(&self) -> Crc64 {
+        self.crc
     }
 }
 
@@ -225,6 +237,12 @@ mod tests {
             crc.update(&data[..split]);
             crc.update(&data[split..]);
             assert_eq!(crc.finish(), want, "split {split}");
+            let mut tail = Crc64::new();
+            tail.update(&data[split..]);
+            let mut head = Crc64::new();
+            head.update(&data[..split]);
+            head.append(&tail);
+            assert_eq!(head.finish(), want, "appended at {split}");
         }
     }
 

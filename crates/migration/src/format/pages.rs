@@ -4,7 +4,7 @@
 
 use super::wire::{Dec, Enc};
 use super::{MAX_PAGES_PER_CHUNK, PAGE_SIZE, Version};
-use crate::crc::crc64;
+use crate::crc::{Crc64, crc64};
 use crate::error::{EncodeError, Malformation};
 
 /// Bytes of the run header: region, round, count, padding.
@@ -181,6 +181,10 @@ pub struct PageRun {
     records: Vec<PageRecord>,
     /// One [`PAGE_SIZE`] block per data record, in record order.
     data: Vec<u8>,
+    /// The CRC of `data`, kept by [`PageRun::push`] as each page is copied in (while it is
+    /// in the L1 cache); `None` once a reader filled `data` ([`PageRun::append_data`]).
+    /// Boxed: the CRC's state is larger than the rest of the run.
+    data_crc: Option<Box<Crc64>>,
     /// Scratch for the encoded header and records, kept across runs.
     head: Vec<u8>,
 }
@@ -201,6 +205,7 @@ impl PageRun {
         PageRun {
             region,
             round,
+            data_crc: Some(Box::default()),
             ..PageRun::default()
         }
     }
@@ -220,7 +225,12 @@ impl PageRun {
         }
         let zero = page.iter().all(|&b| b == 0);
         if !zero {
+            let at = self.data.len();
             self.data.extend_from_slice(page);
+            if let Some(crc) = &mut self.data_crc {
+                // The copy, not `page`: a running guest may have changed the page since.
+                crc.update(&self.data[at..]);
+            }
         }
         self.records.push(PageRecord { index, data: !zero });
         Ok(zero)
@@ -229,15 +239,15 @@ impl PageRun {
     /// Starts the run `header` announced, with its `records`, for a reader to append the
     /// data pages to ([`PageRun::append_data`]).
     pub(crate) fn begin(&mut self, header: RunHeader, records: &[PageRecord]) {
+        self.clear();
         self.region = header.region;
         self.round = header.round;
-        self.records.clear();
         self.records.extend_from_slice(records);
-        self.data.clear();
     }
 
     /// `pages` more data pages at the end of the contents, zeroed, to be read into.
     pub(crate) fn append_data(&mut self, pages: usize) -> &mut [u8] {
+        self.data_crc = None;
         let at = self.data.len();
         self.data.resize(at + pages * PAGE_SIZE, 0);
         &mut self.data[at..]
@@ -262,6 +272,10 @@ impl PageRun {
     pub fn clear(&mut self) {
         self.records.clear();
         self.data.clear();
+        match &mut self.data_crc {
+            Some(crc) => **crc = Crc64::new(),
+            None => self.data_crc = Some(Box::default()),
+        }
     }
 
     /// The run's header.
@@ -311,11 +325,11 @@ impl PageRun {
     }
 
     /// The payload in [`Layout::RecordsFirst`], as its two parts (header and records with
-    /// their CRC; the contents), without copying the contents.
-    pub(crate) fn records_first(&mut self) -> [&[u8]; 2] {
+    /// their CRC; the contents, with their CRC if it was kept), without copying the contents.
+    pub(crate) fn records_first(&mut self) -> (&[u8], &[u8], Option<Crc64>) {
         self.head.clear();
         encode_head(self.header(), &self.records, &mut self.head);
-        [&self.head, &self.data]
+        (&self.head, &self.data, self.data_crc.as_deref().copied())
     }
 
     /// Decodes an [`Layout::Interleaved`] payload.
@@ -407,7 +421,9 @@ mod tests {
         );
         assert_eq!(first[48], 0xab);
         let mut split = run.clone();
-        assert_eq!(split.records_first().concat(), first);
+        let (head, data, data_crc) = split.records_first();
+        assert_eq!([head, data].concat(), first);
+        assert_eq!(data_crc.map(|c| c.finish()), Some(crc64(data)));
 
         for back in [
             PageRun::decode_interleaved(&interleaved).unwrap(),

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::Chunk;
-use crate::crc::CrcWriter;
+use crate::crc::{Crc64, CrcWriter};
 use crate::error::EncodeError;
 use crate::format::{
     CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PageRun,
@@ -55,7 +55,7 @@ impl<W: Write> StreamWriter<W> {
         payload.clear();
         let framed = chunk
             .encode_payload(self.layout, &mut payload)
-            .and_then(|()| self.frame(chunk.kind(), &[&payload]));
+            .and_then(|()| self.frame(chunk.kind(), &[&payload], None));
         self.payload = payload;
         framed
     }
@@ -64,21 +64,31 @@ impl<W: Write> StreamWriter<W> {
     /// reuse the run; in a records-first stream, straight from the run's buffers.
     pub fn write_pages(&mut self, run: &mut PageRun) -> Result<u64, EncodeError> {
         match self.layout {
-            Layout::RecordsFirst => self.frame(ChunkKind::Pages, &run.records_first()),
+            Layout::RecordsFirst => match run.records_first() {
+                (head, data, Some(crc)) => self.frame(ChunkKind::Pages, &[head], Some((data, crc))),
+                (head, data, None) => self.frame(ChunkKind::Pages, &[head, data], None),
+            },
             Layout::Interleaved => {
                 let mut payload = std::mem::take(&mut self.payload);
                 payload.clear();
                 run.encode(Layout::Interleaved, &mut payload);
-                let framed = self.frame(ChunkKind::Pages, &[&payload]);
+                let framed = self.frame(ChunkKind::Pages, &[&payload], None);
                 self.payload = payload;
                 framed
             }
         }
     }
 
-    /// Frames the concatenation of `parts` as the payload of a chunk of `kind`.
-    fn frame(&mut self, kind: ChunkKind, parts: &[&[u8]]) -> Result<u64, EncodeError> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+    /// Frames the concatenation of `parts`, then of `checksummed`'s bytes, as the payload of
+    /// a chunk of `kind`; `checksummed` comes with its CRC, so it is not read again for it.
+    fn frame(
+        &mut self,
+        kind: ChunkKind,
+        parts: &[&[u8]],
+        checksummed: Option<(&[u8], Crc64)>,
+    ) -> Result<u64, EncodeError> {
+        let tail = checksummed.map_or(0, |(bytes, _)| bytes.len());
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + tail;
         // Each encoder checks its own counts against the caps, so this holds; checked
         // anyway because a reader would refuse the chunk.
         if len > kind.max_payload() as usize {
@@ -98,8 +108,12 @@ impl<W: Write> StreamWriter<W> {
         for part in parts {
             framed.write_all(part)?;
         }
-        let crc = framed.checksum();
-        self.inner.write_all(&crc.to_le_bytes())?;
+        let mut crc = framed.crc();
+        if let Some((bytes, bytes_crc)) = checksummed {
+            self.inner.write_all(bytes)?;
+            crc.append(&bytes_crc);
+        }
+        self.inner.write_all(&crc.finish().to_le_bytes())?;
         let size = (CHUNK_HEADER_LEN + len + CHUNK_TRAILER_LEN) as u64;
         self.position += size;
         Ok(size)
@@ -124,5 +138,41 @@ impl<W: Write> StreamWriter<W> {
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{PAGE_SIZE, SourceFacts, StreamKind, Vendor};
+
+    fn writer() -> StreamWriter<Vec<u8>> {
+        let facts = SourceFacts {
+            kernel_profile: "host".into(),
+            host: "test".into(),
+            vendor: Vendor::Amd,
+        };
+        StreamWriter::new(Vec::new(), &StreamHeader::new(StreamKind::Snapshot, facts)).unwrap()
+    }
+
+    #[test]
+    fn a_run_framed_from_its_kept_crc_is_the_run_framed_whole() {
+        // `new` keeps the contents' CRC as pages are pushed; `default` does not, so it is
+        // computed while framing. Both must be the bytes `write` frames from one buffer.
+        for mut run in [PageRun::new(2, 5), PageRun::default()] {
+            for index in 0..40u32 {
+                let fill = if index % 7 == 3 {
+                    0
+                } else {
+                    index as u8 | 0x80
+                };
+                run.push(index * 3, &[fill; PAGE_SIZE]).unwrap();
+            }
+            let mut fused = writer();
+            let size = fused.write_pages(&mut run).unwrap();
+            let mut whole = writer();
+            assert_eq!(whole.write(&Chunk::Pages(run.clone())).unwrap(), size);
+            assert_eq!(fused.into_inner(), whole.into_inner());
+        }
     }
 }
