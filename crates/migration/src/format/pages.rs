@@ -296,10 +296,11 @@ impl PageRun {
     pub fn pages(&self) -> impl Iterator<Item = (u32, PageSlot<'_>)> {
         let mut contents = self.data.chunks_exact(PAGE_SIZE);
         self.records.iter().map(move |r| {
-            let slot = match r.data {
-                // `push` and the reader keep one block per data record.
-                true => contents.next().map_or(PageSlot::Zero, PageSlot::Data),
-                false => PageSlot::Zero,
+            // `push` and the reader keep one block per data record.
+            let slot = if r.data {
+                contents.next().map_or(PageSlot::Zero, PageSlot::Data)
+            } else {
+                PageSlot::Zero
             };
             (r.index, slot)
         })
