@@ -177,15 +177,13 @@ impl<R: Read> RunReader<'_, R> {
         let length = self.length as usize;
         // Every length below is checked against `length` before it is read, so a short
         // payload is refused as malformed, not read into the next chunk.
-        let mut head = [0u8; RUN_HEADER_LEN];
         self.need(RUN_HEADER_LEN, "page run header")?;
-        read_full(self.framed, &mut head, payload_at, "a Pages run header")?;
-        let header = RunHeader::decode(&head).map_err(|e| self.malformed(e))?;
-        let records_end = RUN_HEADER_LEN + header.count as usize * RECORD_LEN;
-        let data_at = records_end + RECORDS_CHECKSUM_LEN;
-        self.need(data_at, "page records")?;
         self.scratch.clear();
-        self.scratch.extend_from_slice(&head);
+        self.scratch.resize(RUN_HEADER_LEN, 0);
+        read_full(self.framed, self.scratch, payload_at, "a Pages run header")?;
+        let header = RunHeader::decode(self.scratch).map_err(|e| self.malformed(e))?;
+        let data_at = RUN_HEADER_LEN + header.count as usize * RECORD_LEN + RECORDS_CHECKSUM_LEN;
+        self.need(data_at, "page records")?;
         self.scratch.resize(data_at, 0);
         read_full(
             self.framed,

@@ -51,13 +51,8 @@ impl<W: Write> StreamWriter<W> {
 
     /// Writes one chunk; returns its size in bytes, framing included.
     pub fn write(&mut self, chunk: &Chunk) -> Result<u64, EncodeError> {
-        let mut payload = std::mem::take(&mut self.payload);
-        payload.clear();
-        let framed = chunk
-            .encode_payload(self.layout, &mut payload)
-            .and_then(|()| self.frame(chunk.kind(), &[&payload], None));
-        self.payload = payload;
-        framed
+        let layout = self.layout;
+        self.frame_encoded(chunk.kind(), |buf| chunk.encode_payload(layout, buf))
     }
 
     /// Writes a `Pages` chunk without moving the run into a [`Chunk`], so the sender can
@@ -68,15 +63,24 @@ impl<W: Write> StreamWriter<W> {
                 (head, data, Some(crc)) => self.frame(ChunkKind::Pages, &[head], Some((data, crc))),
                 (head, data, None) => self.frame(ChunkKind::Pages, &[head, data], None),
             },
-            Layout::Interleaved => {
-                let mut payload = std::mem::take(&mut self.payload);
-                payload.clear();
-                run.encode(Layout::Interleaved, &mut payload);
-                let framed = self.frame(ChunkKind::Pages, &[&payload], None);
-                self.payload = payload;
-                framed
-            }
+            Layout::Interleaved => self.frame_encoded(ChunkKind::Pages, |buf| {
+                run.encode(Layout::Interleaved, buf);
+                Ok(())
+            }),
         }
+    }
+
+    /// Frames the payload `encode` appends to the writer's reused buffer.
+    fn frame_encoded(
+        &mut self,
+        kind: ChunkKind,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<u64, EncodeError> {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let framed = encode(&mut payload).and_then(|()| self.frame(kind, &[&payload], None));
+        self.payload = payload;
+        framed
     }
 
     /// Frames the concatenation of `parts`, then of `checksummed`'s bytes, as the payload of
