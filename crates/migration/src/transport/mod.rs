@@ -3,10 +3,13 @@
 //! only after the source committed. Both ends set read and write timeouts, so a silent
 //! peer is an error, never a hang.
 
+mod bulk;
+
 use std::io::{self, BufReader, BufWriter, Read};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use self::bulk::BulkReader;
 use crate::cache::CacheMaintenance;
 use crate::destination::{self, Limits, VmImage};
 use crate::error::{EncodeError, StreamError};
@@ -96,12 +99,18 @@ pub fn send(
 ) -> Result<Summary, MigrationError> {
     sendable_config(source)?;
     let stream = connect(addr, options)?;
+    // A destination on this host (a loopback peer) needs a CPU of its own too.
+    let local = stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
+    let precopy = PrecopyOptions {
+        writer: options.precopy.writer.resolve(local),
+        ..options.precopy
+    };
     migrate(
         BufWriter::with_capacity(1 << 16, &stream),
         BufReader::new(&stream),
         source,
         cache,
-        &options.precopy,
+        &precopy,
         progress,
     )
 }
@@ -154,26 +163,26 @@ pub fn receive(listener: &TcpListener, options: &ReceiveOptions) -> Result<VmIma
 /// [`receive`] does.
 pub fn serve(stream: &TcpStream, limits: Limits) -> Result<VmImage, ReceiveError> {
     // Smaller than a `Pages` payload (1 MiB), so that most of one bypasses the buffer and
-    // is read from the socket straight into the chunk's own: one copy fewer per page.
-    let outcome =
-        StreamReader::open(BufReader::with_capacity(64 << 10, stream)).and_then(|mut reader| {
-            let handshake = reader.header().version >= READY_SINCE;
-            let image = destination::receive_announcing(&mut reader, limits, || {
-                if !handshake {
-                    return Ok(());
-                }
-                Status::Ready
-                    .write_to(&mut &*stream)
-                    .map_err(|e| StreamError::Reply {
-                        what: "READY",
-                        kind: match e {
-                            EncodeError::Io { kind } => kind,
-                            _ => io::ErrorKind::InvalidData,
-                        },
-                    })
-            })?;
-            Ok((image, reader))
-        });
+    // is read from the socket straight into staging memory, in one wake-up (`bulk`).
+    let buffered = BufReader::with_capacity(64 << 10, BulkReader::new(stream));
+    let outcome = StreamReader::open(buffered).and_then(|mut reader| {
+        let handshake = reader.header().version >= READY_SINCE;
+        let image = destination::receive_announcing(&mut reader, limits, || {
+            if !handshake {
+                return Ok(());
+            }
+            Status::Ready
+                .write_to(&mut &*stream)
+                .map_err(|e| StreamError::Reply {
+                    what: "READY",
+                    kind: match e {
+                        EncodeError::Io { kind } => kind,
+                        _ => io::ErrorKind::InvalidData,
+                    },
+                })
+        })?;
+        Ok((image, reader))
+    });
     let (image, reader) = match outcome {
         Ok(done) => done,
         Err(error) => {
