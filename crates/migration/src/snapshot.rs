@@ -16,7 +16,7 @@ use crate::cache::CacheMaintenance;
 use crate::destination::{Limits, VmImage, receive};
 use crate::error::{EncodeError, StreamError};
 use crate::format::{StreamKind, VmConfig};
-use crate::precopy::{MigrationError, Summary, Transfer, sendable_config, step};
+use crate::precopy::{MigrationError, Summary, Transfer, WriterThread, sendable_config, step};
 use crate::source::{MigrationSource, SourceError};
 use crate::stream::StreamReader;
 
@@ -158,8 +158,15 @@ fn write_stream(
         other => SnapshotError::Source(other),
     };
     let out = BufWriter::with_capacity(1 << 20, file);
-    let mut t = Transfer::start(out, StreamKind::Snapshot, source, cache, config.clone())
-        .map_err(failed)?;
+    let mut t = Transfer::start(
+        out,
+        StreamKind::Snapshot,
+        source,
+        cache,
+        config.clone(),
+        WriterThread::Auto,
+    )
+    .map_err(failed)?;
     for (position, region) in config.regions.iter().enumerate() {
         if region.carries_pages() {
             t.send_pages(0, position, 0..region.pages())

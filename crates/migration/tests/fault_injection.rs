@@ -20,7 +20,7 @@ use common::{FakeVm, RecordingCache, Rng};
 use migration::StreamError;
 use migration::destination::Limits;
 use migration::format::{Policy, Status};
-use migration::precopy::{MigrationError, PrecopyOptions, Summary};
+use migration::precopy::{MigrationError, PrecopyOptions, Summary, WriterThread};
 use migration::transport::{self, ReceiveError, ReceiveOptions, SendOptions};
 
 /// What the proxy does to the connection.
@@ -151,6 +151,12 @@ fn run(
             // on the seed only.
             downtime_budget: Duration::ZERO,
             max_rounds: 2,
+            // Both ways of writing runs meet every fault.
+            writer: if seed.is_multiple_of(2) {
+                WriterThread::Own
+            } else {
+                WriterThread::Inline
+            },
         },
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(10),

@@ -13,7 +13,9 @@ use common::{FakeVm, RecordingCache, SourceFault};
 use migration::StreamError;
 use migration::destination::{Limits, RegionContents, VmImage};
 use migration::format::{PAGE_SIZE, Policy, msr};
-use migration::precopy::{self, MigrationError, Phase, PrecopyOptions, Progress, Summary};
+use migration::precopy::{
+    self, MigrationError, Phase, PrecopyOptions, Progress, Summary, WriterThread,
+};
 use migration::transport::{self, ReceiveError, ReceiveOptions, SendOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,6 +152,7 @@ fn converges_within_the_downtime_budget() {
     let options = PrecopyOptions {
         downtime_budget: Duration::from_millis(10),
         max_rounds: 30,
+        writer: WriterThread::Own,
     };
     let (result, image, reports) = migrate(&mut vm, &options, 20e6, Limits::default());
     let summary = result.expect("migration");
@@ -190,6 +193,9 @@ fn a_dirty_rate_above_the_link_hits_the_round_cap_then_stops_and_copies() {
     let options = PrecopyOptions {
         downtime_budget: Duration::from_millis(10),
         max_rounds: 4,
+        // The gathering thread writes the runs itself here; the test above has a writer
+        // thread.
+        writer: WriterThread::Inline,
     };
     let (result, image, reports) = migrate(&mut vm, &options, 20e6, Limits::default());
     let summary = result.expect("migration");
@@ -305,13 +311,15 @@ fn a_failing_source_aborts_and_returns_every_dirty_bit() {
         ("vcpu_states", 1, true),
         ("device_states", 1, true),
     ];
-    for (op, nth, paused) in cases {
+    let writers = [WriterThread::Own, WriterThread::Inline];
+    for ((op, nth, paused), writer) in cases.into_iter().flat_map(|c| writers.map(|w| (c, w))) {
         let mut vm = FakeVm::new(26, 64, 16, Policy::Flush);
         vm.dirty_per_read = 3.0;
         vm.faults = vec![SourceFault { op, nth }];
         let options = PrecopyOptions {
             downtime_budget: Duration::ZERO,
             max_rounds: 3,
+            writer,
         };
         let (result, image, _) = migrate(&mut vm, &options, 1e9, Limits::default());
         let err = result.unwrap_err();

@@ -78,6 +78,7 @@ fn options() -> SendOptions {
         precopy: PrecopyOptions {
             downtime_budget: Duration::from_millis(50),
             max_rounds: 8,
+            ..PrecopyOptions::default()
         },
         ..SendOptions::default()
     }

@@ -38,6 +38,7 @@ fn migrate(
         precopy: PrecopyOptions {
             downtime_budget: Duration::ZERO,
             max_rounds: DIRTY_ROUNDS,
+            ..PrecopyOptions::default()
         },
         ..SendOptions::default()
     };

@@ -24,6 +24,7 @@ pub use error::MigrationError;
 pub(crate) use error::step;
 pub use summary::{Phase, Progress, RegionSummary, Summary};
 pub(crate) use transfer::Transfer;
+pub use transfer::WriterThread;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ use crate::source::MigrationSource;
 /// Stream bytes of one page with contents (record header + data): the estimate's unit.
 const PAGE_WIRE_BYTES: u64 = PAGE_SIZE as u64 + 8;
 
-/// When to stop pre-copying.
+/// When to stop pre-copying, and how pages are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrecopyOptions {
     /// The longest the guest may stay paused for the last round (estimated from the
@@ -45,14 +46,18 @@ pub struct PrecopyOptions {
     pub downtime_budget: Duration,
     /// Most dirty rounds after round 0 before stop-and-copy is forced.
     pub max_rounds: u32,
+    /// Which thread writes the runs ([`crate::transport::send`] decides `Auto` by where the
+    /// destination is).
+    pub writer: WriterThread,
 }
 
 impl Default for PrecopyOptions {
-    /// 300 ms and 30 rounds.
+    /// 300 ms, 30 rounds, and the writer thread decided by the host.
     fn default() -> Self {
         PrecopyOptions {
             downtime_budget: Duration::from_millis(300),
             max_rounds: 30,
+            writer: WriterThread::Auto,
         }
     }
 }
@@ -175,7 +180,14 @@ impl Session<'_> {
                 pages: r.pages(),
             })
             .collect();
-        let mut t = Transfer::start(out, StreamKind::Live, source, cache, self.config.clone())?;
+        let mut t = Transfer::start(
+            out,
+            StreamKind::Live,
+            source,
+            cache,
+            self.config.clone(),
+            self.options.writer,
+        )?;
         t.writer().flush()?;
         let configured = Instant::now();
         await_ready(replies)?;

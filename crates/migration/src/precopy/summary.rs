@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::WriterThread;
 use crate::format::Policy;
 
 /// Which part of a migration a round belongs to.
@@ -86,6 +87,8 @@ pub struct Summary {
     pub vcpus: u32,
     /// Device states sent.
     pub devices: u32,
+    /// Which thread wrote the runs: [`WriterThread::Own`] or [`WriterThread::Inline`].
+    pub writer: WriterThread,
     /// Per region, in configuration order.
     pub regions: Vec<RegionSummary>,
 }

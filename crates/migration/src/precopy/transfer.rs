@@ -2,12 +2,16 @@
 //! skipped regions; page rounds with the `flush` policy and zero-page elision; vCPU and
 //! device state; `End` with the totals; and the counts that make the summary.
 //!
-//! Pages are sent by two threads: this one gathers runs (flushes a noncoherent page, reads
-//! it, checks it for zero, copies it into the run) while a scoped writer thread frames the
-//! previous run (CRC) and hands it to the kernel. Done one after the other, the gathering
-//! added a quarter to the socket's time; overlapped, it hides behind it, flushes included.
-//! The source and the cache stay on this thread; only the stream writer crosses over.
+//! This thread gathers runs: it flushes a noncoherent page, reads it, checks it for zero
+//! and copies it into the run, taking its CRC as it goes. Where the host has a CPU for it
+//! ([`WriterThread`]), a scoped writer thread hands the previous run to the kernel while
+//! the next is gathered, so the gathering, flushes included, hides behind the socket. On
+//! a host without that CPU (two CPUs and the destination on the same host, as in the
+//! loopback benchmark) the hand-offs between three busy threads cost more than the overlap
+//! gains, and this thread writes each run itself. The source and the cache stay on this
+//! thread; only the stream writer crosses over.
 
+use std::fmt;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
@@ -24,9 +28,53 @@ use crate::format::{
 use crate::source::MigrationSource;
 use crate::stream::{Chunk, StreamWriter};
 
+/// Which thread writes a region's runs to the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriterThread {
+    /// [`Own`](Self::Own) if the host has a CPU for every busy thread of the stream (the
+    /// gathering, the writing, and the reading when the reader is on this host), else
+    /// [`Inline`](Self::Inline).
+    #[default]
+    Auto,
+    /// A thread of its own: the next run is gathered while this one is written.
+    Own,
+    /// The gathering thread writes each run itself, once it is gathered.
+    Inline,
+}
+
+impl fmt::Display for WriterThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriterThread::Auto => "auto",
+            WriterThread::Own => "own",
+            WriterThread::Inline => "inline",
+        })
+    }
+}
+
+impl WriterThread {
+    /// `Auto` decided for a stream whose reader is (`local_reader`) or is not on this
+    /// host; the others as they are.
+    pub fn resolve(self, local_reader: bool) -> WriterThread {
+        match self {
+            WriterThread::Auto => {
+                let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+                if cpus >= 2 + usize::from(local_reader) {
+                    WriterThread::Own
+                } else {
+                    WriterThread::Inline
+                }
+            }
+            chosen => chosen,
+        }
+    }
+}
+
 /// A stream being sent from a source.
 pub(crate) struct Transfer<'a, W: Write> {
     writer: StreamWriter<W>,
+    /// Whether runs are written by a thread of their own ([`WriterThread::Own`]).
+    own_writer: bool,
     source: &'a mut dyn MigrationSource,
     cache: &'a dyn CacheMaintenance,
     config: VmConfig,
@@ -42,14 +90,17 @@ pub(crate) struct Transfer<'a, W: Write> {
 const RUNS_IN_FLIGHT: usize = 2;
 
 impl<'a, W: Write + Send> Transfer<'a, W> {
-    /// Writes the header, the configuration and a `RegionSkipped` for each `skip` region.
+    /// Writes the header, the configuration and a `RegionSkipped` for each `skip` region;
+    /// runs are then written as `writer` says (`Auto` as for a reader elsewhere).
     pub(crate) fn start(
         out: W,
         kind: StreamKind,
         source: &'a mut dyn MigrationSource,
         cache: &'a dyn CacheMaintenance,
         config: VmConfig,
+        writer: WriterThread,
     ) -> Result<Self, MigrationError> {
+        let own_writer = writer.resolve(false) == WriterThread::Own;
         let mut writer = StreamWriter::new(out, &StreamHeader::new(kind, source.facts()))?;
         writer.write(&Chunk::VmConfig(config.clone()))?;
         let mut regions = Vec::with_capacity(config.regions.len());
@@ -74,6 +125,7 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
         }
         Ok(Transfer {
             writer,
+            own_writer,
             source,
             cache,
             config,
@@ -108,37 +160,18 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
     ) -> Result<u64, MigrationError> {
         let started = Instant::now();
         let id = self.config.regions[region].id;
-        let (full, to_write) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
-        let (written, empty) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
-        for _ in 0..RUNS_IN_FLIGHT {
-            written
-                .send(PageRun::new(id, round))
-                .expect("the channel holds every run");
-        }
-        let writer = &mut self.writer;
-        let (gathered, wrote) = thread::scope(|scope| {
-            let writing = thread::Builder::new()
-                .name("migration-writer".into())
-                .spawn_scoped(scope, move || write_runs(writer, &to_write, &written))
-                .map_err(|e| EncodeError::Io { kind: e.kind() })?;
-            let mut gather = Gather {
-                source: &mut *self.source,
-                cache: self.cache,
-                summary: &mut self.regions[region],
-                flush: self.config.regions[region].policy == Policy::Flush,
-                id,
-            };
-            let gathered = gather.runs(pages, &full, &empty);
-            // Closing the channel ends the writer once it has written what it was given.
-            drop(full);
-            let wrote = writing
-                .join()
-                .expect("the stream writer thread does not panic");
-            Ok::<_, EncodeError>((gathered, wrote))
-        })?;
-        // A failed write is the better error: the gathering stopped because of it.
-        let bytes = wrote?;
-        let sent = gathered?;
+        let mut gather = Gather {
+            source: &mut *self.source,
+            cache: self.cache,
+            summary: &mut self.regions[region],
+            flush: self.config.regions[region].policy == Policy::Flush,
+            id,
+        };
+        let (sent, bytes) = if self.own_writer {
+            gather.overlapped(&mut self.writer, round, pages)?
+        } else {
+            gather.inline(&mut self.writer, round, pages)?
+        };
         self.regions[region].bytes += bytes;
         self.pages += sent;
         self.regions[region].busy += started.elapsed();
@@ -211,12 +244,18 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
             pages_elided: self.regions.iter().map(|r| r.zero_pages).sum(),
             vcpus: self.vcpus,
             devices: self.devices,
+            writer: if self.own_writer {
+                WriterThread::Own
+            } else {
+                WriterThread::Inline
+            },
             regions: self.regions.clone(),
         }
     }
 }
 
-/// The gathering side of [`Transfer::send_pages`].
+/// The gathering side of [`Transfer::send_pages`], which also writes in
+/// [`WriterThread::Inline`].
 struct Gather<'t> {
     source: &'t mut dyn MigrationSource,
     cache: &'t dyn CacheMaintenance,
@@ -226,49 +265,126 @@ struct Gather<'t> {
 }
 
 impl Gather<'_> {
-    /// Fills runs from `pages`, a run's worth at a time (flushed together under `flush`),
-    /// taking empty runs from `empty` and passing each filled one to `full`. Returns the
-    /// pages gathered; stops early, without an error of its own, if the writer went away
-    /// (it failed and says why).
+    /// Sends `pages` in runs written by this thread, each once it is gathered. Returns the
+    /// pages sent and the bytes written.
+    fn inline<W: Write>(
+        &mut self,
+        writer: &mut StreamWriter<W>,
+        round: u32,
+        pages: impl IntoIterator<Item = u32>,
+    ) -> Result<(u64, u64), MigrationError> {
+        let mut run = PageRun::new(self.id, round);
+        let mut batches = Batches::new(pages);
+        let (mut sent, mut bytes) = (0, 0);
+        while let Some(batch) = batches.next_batch() {
+            self.fill(batch, &mut run)?;
+            bytes += writer.write_pages(&mut run)?;
+            sent += batch.len() as u64;
+            run.clear();
+        }
+        Ok((sent, bytes))
+    }
+
+    /// Sends `pages` in runs handed to a scoped writer thread, gathering the next run while
+    /// the writer writes the last. Returns the pages sent and the bytes written.
+    fn overlapped<W: Write + Send>(
+        &mut self,
+        writer: &mut StreamWriter<W>,
+        round: u32,
+        pages: impl IntoIterator<Item = u32>,
+    ) -> Result<(u64, u64), MigrationError> {
+        let (full, to_write) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
+        let (written, empty) = sync_channel::<PageRun>(RUNS_IN_FLIGHT);
+        for _ in 0..RUNS_IN_FLIGHT {
+            written
+                .send(PageRun::new(self.id, round))
+                .expect("the channel holds every run");
+        }
+        let (gathered, wrote) = thread::scope(|scope| {
+            let writing = thread::Builder::new()
+                .name("migration-writer".into())
+                .spawn_scoped(scope, move || write_runs(writer, &to_write, &written))
+                .map_err(|e| EncodeError::Io { kind: e.kind() })?;
+            let gathered = self.runs(pages, &full, &empty);
+            // Closing the channel ends the writer once it has written what it was given.
+            drop(full);
+            let wrote = writing
+                .join()
+                .expect("the stream writer thread does not panic");
+            Ok::<_, EncodeError>((gathered, wrote))
+        })?;
+        // A failed write is the better error: the gathering stopped because of it.
+        let bytes = wrote?;
+        Ok((gathered?, bytes))
+    }
+
+    /// Fills runs from `pages`, taking empty runs from `empty` and passing each filled one
+    /// to `full`. Returns the pages gathered; stops early, without an error of its own, if
+    /// the writer went away (it failed and says why).
     fn runs(
         &mut self,
         pages: impl IntoIterator<Item = u32>,
         full: &SyncSender<PageRun>,
         empty: &Receiver<PageRun>,
     ) -> Result<u64, MigrationError> {
-        let mut pages = pages.into_iter();
-        let mut batch = Vec::with_capacity(MAX_PAGES_PER_CHUNK);
+        let mut batches = Batches::new(pages);
         let mut gathered = 0;
-        loop {
-            batch.clear();
-            batch.extend(pages.by_ref().take(MAX_PAGES_PER_CHUNK));
-            if batch.is_empty() {
-                return Ok(gathered);
-            }
+        while let Some(batch) = batches.next_batch() {
             let Ok(mut run) = empty.recv() else {
                 return Ok(gathered);
             };
-            if self.flush {
-                // The guest's non-snooping writes went to memory; a line the host has
-                // cached may be older. Flush the run's pages first, then read them.
-                self.source
-                    .flush_pages(self.id, &batch, self.cache)
-                    .map_err(step("flushing guest pages"))?;
-                self.summary.flushed_pages += batch.len() as u64;
-            }
-            for &index in &batch {
-                let page = read_page(self.source, self.id, index)?;
-                if run.push(index, page)? {
-                    self.summary.zero_pages += 1;
-                } else {
-                    self.summary.data_pages += 1;
-                }
-            }
+            self.fill(batch, &mut run)?;
             gathered += batch.len() as u64;
             if full.send(run).is_err() {
                 return Ok(gathered);
             }
         }
+        Ok(gathered)
+    }
+
+    /// Adds the pages `batch` (a run's worth at most) to the empty `run`, flushed together
+    /// first under `flush`.
+    fn fill(&mut self, batch: &[u32], run: &mut PageRun) -> Result<(), MigrationError> {
+        if self.flush {
+            // The guest's non-snooping writes went to memory; a line the host has cached
+            // may be older. Flush the run's pages first, then read them.
+            self.source
+                .flush_pages(self.id, batch, self.cache)
+                .map_err(step("flushing guest pages"))?;
+            self.summary.flushed_pages += batch.len() as u64;
+        }
+        for &index in batch {
+            let page = read_page(self.source, self.id, index)?;
+            if run.push(index, page)? {
+                self.summary.zero_pages += 1;
+            } else {
+                self.summary.data_pages += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Page indexes taken a run's worth ([`MAX_PAGES_PER_CHUNK`]) at a time.
+struct Batches<I> {
+    pages: I,
+    batch: Vec<u32>,
+}
+
+impl<I: Iterator<Item = u32>> Batches<I> {
+    fn new(pages: impl IntoIterator<IntoIter = I>) -> Self {
+        Batches {
+            pages: pages.into_iter(),
+            batch: Vec::with_capacity(MAX_PAGES_PER_CHUNK),
+        }
+    }
+
+    /// The next run's worth of indexes; `None` once every page was taken.
+    fn next_batch(&mut self) -> Option<&[u32]> {
+        self.batch.clear();
+        self.batch
+            .extend(self.pages.by_ref().take(MAX_PAGES_PER_CHUNK));
+        (!self.batch.is_empty()).then_some(&self.batch[..])
     }
 }
 
@@ -414,7 +530,32 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_writer_stays_and_auto_needs_a_cpu_more_for_a_local_reader() {
+        for chosen in [WriterThread::Own, WriterThread::Inline] {
+            assert_eq!(chosen.resolve(true), chosen);
+            assert_eq!(chosen.resolve(false), chosen);
+        }
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let own = |enough: bool| {
+            if enough {
+                WriterThread::Own
+            } else {
+                WriterThread::Inline
+            }
+        };
+        assert_eq!(WriterThread::Auto.resolve(false), own(cpus >= 2));
+        assert_eq!(WriterThread::Auto.resolve(true), own(cpus >= 3));
+    }
+
+    #[test]
     fn every_flush_page_is_read_after_its_flush_was_fenced_with_one_fence_per_run() {
+        let own = flushes_are_fenced_before_reads(WriterThread::Own);
+        let inline = flushes_are_fenced_before_reads(WriterThread::Inline);
+        assert!(own == inline, "both writers write the same stream");
+    }
+
+    /// Sends a `flush` region with `writer`, checks the flushes, returns the stream.
+    fn flushes_are_fenced_before_reads(writer: WriterThread) -> Vec<u8> {
         let pages = 2 * MAX_PAGES_PER_CHUNK + 88;
         let log = Log::default();
         let mut bar = Bar {
@@ -426,11 +567,21 @@ mod tests {
             log: Rc::clone(&log),
         };
         let config = bar.config();
-        let mut t =
-            Transfer::start(Vec::new(), StreamKind::Snapshot, &mut bar, &cache, config).unwrap();
+        let mut t = Transfer::start(
+            Vec::new(),
+            StreamKind::Snapshot,
+            &mut bar,
+            &cache,
+            config,
+            writer,
+        )
+        .unwrap();
         assert_eq!(t.send_pages(0, 0, 0..pages as u32).unwrap(), pages as u64);
         let summary = t.summary(Duration::ZERO, Duration::ZERO, 1, true);
         assert_eq!(summary.regions[0].flushed_pages, pages as u64);
+        assert_eq!(summary.writer, writer);
+        let stream = t.writer().get_mut().clone();
+        drop(t);
 
         let log = log.borrow();
         let count = |e: Event| log.iter().filter(|&&x| x == e).count();
@@ -451,5 +602,6 @@ mod tests {
                 "page {i}"
             );
         }
+        stream
     }
 }

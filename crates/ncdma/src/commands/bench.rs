@@ -3,6 +3,7 @@
 
 use clap::{Args, ValueEnum};
 use coherence::bench::{BenchResult, dma_sweep, wb_hits, wc_sweep};
+use migration::precopy::WriterThread;
 use serde_json::json;
 use vmm::bench::{memslots, migrate, spte};
 
@@ -38,6 +39,10 @@ pub(crate) struct BenchArgs {
     /// `migrate`: do not run (or install) QEMU as the peer.
     #[arg(long)]
     pub no_qemu: bool,
+    /// `migrate`: which thread writes our page runs (auto, own, inline; see `ncdma migrate
+    /// send --help`).
+    #[arg(long, value_name = "WHICH", default_value = "auto", value_parser = super::migrate::writer_thread)]
+    pub writer_thread: WriterThread,
 }
 
 pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
@@ -57,6 +62,7 @@ pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
             let config = migrate::MigrateBenchConfig {
                 qemu: !args.no_qemu,
                 reps: args.reps.unwrap_or(defaults.reps),
+                writer: args.writer_thread,
                 ..defaults
             };
             let r = migrate::run(&config).map_err(|e| failed(&e))?;

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use migration::precopy::PrecopyOptions;
+use migration::precopy::{PrecopyOptions, WriterThread};
 use migration::transport::{self, ReceiveError, ReceiveOptions, SendOptions};
 use serde_json::json;
 use vmm::cache::HostCache;
@@ -36,8 +36,24 @@ pub(crate) struct SendArgs {
     /// Most dirty rounds before stop-and-copy is forced.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub max_rounds: u32,
+    /// Which thread writes the page runs: `own` overlaps gathering the next run with
+    /// writing this one; `inline` writes each run from the gathering thread; `auto` takes
+    /// `own` when the host has a CPU for every busy thread (a destination on this host
+    /// counts), else `inline`.
+    #[arg(long, value_name = "WHICH", default_value = "auto", value_parser = writer_thread)]
+    pub writer_thread: WriterThread,
     #[command(flatten)]
     pub vm: VmArgs,
+}
+
+/// Parses `--writer-thread`.
+pub(crate) fn writer_thread(value: &str) -> Result<WriterThread, String> {
+    match value {
+        "auto" => Ok(WriterThread::Auto),
+        "own" => Ok(WriterThread::Own),
+        "inline" => Ok(WriterThread::Inline),
+        other => Err(format!("`{other}` is not one of auto, own, inline")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +78,7 @@ fn send(args: &SendArgs, json: bool) -> Output {
         precopy: PrecopyOptions {
             downtime_budget: Duration::from_millis(args.downtime_ms),
             max_rounds: args.max_rounds,
+            writer: args.writer_thread,
         },
         ..SendOptions::default()
     };

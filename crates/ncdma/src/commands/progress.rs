@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use migration::format::Policy;
-use migration::precopy::{Phase, Progress, Summary};
+use migration::precopy::{Phase, Progress, Summary, WriterThread};
 use serde_json::{Value, json};
 
 const MIB: f64 = (1 << 20) as f64;
@@ -82,7 +82,7 @@ fn rate(bytes: u64, time: Duration) -> f64 {
 pub(crate) fn summary_text(s: &Summary) -> String {
     let mut out = format!(
         "total {}, downtime {}, {} rounds ({}), {:.1} MiB in {} pages ({} zero pages elided), \
-         {} vCPU(s), {} device(s)\n",
+         {} vCPU(s), {} device(s), runs written {}\n",
         ms(s.total_time),
         ms(s.downtime),
         s.rounds,
@@ -95,7 +95,11 @@ pub(crate) fn summary_text(s: &Summary) -> String {
         s.pages_sent,
         s.pages_elided,
         s.vcpus,
-        s.devices
+        s.devices,
+        match s.writer {
+            WriterThread::Own => "by a thread of their own",
+            _ => "by the gathering thread",
+        }
     );
     out.push_str(&format!(
         "{:<10} {:<7} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
@@ -149,6 +153,7 @@ pub(crate) fn summary_json(s: &Summary) -> Value {
         "pages_sent": s.pages_sent,
         "pages_elided": s.pages_elided,
         "vcpus": s.vcpus,
+        "writer_thread": s.writer.to_string(),
         "devices": s.devices,
         "regions": regions,
     })

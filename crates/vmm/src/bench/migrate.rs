@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use migration::format::Policy as WirePolicy;
-use migration::precopy::Summary;
+use migration::precopy::{PrecopyOptions, Summary, WriterThread};
 use migration::transport::{self, ReceiveOptions, SendOptions};
 use serde_json::{Value, json};
 
@@ -55,6 +55,8 @@ pub struct MigrateBenchConfig {
     pub qemu: bool,
     /// Repetitions behind each median (at least 1).
     pub reps: usize,
+    /// Which thread writes our runs (`Auto`: as a migration to this host decides).
+    pub writer: WriterThread,
 }
 
 impl Default for MigrateBenchConfig {
@@ -68,6 +70,7 @@ impl Default for MigrateBenchConfig {
             gpu_rate: 5000,
             qemu: true,
             reps: 5,
+            writer: WriterThread::Auto,
         }
     }
 }
@@ -191,13 +194,14 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
     let destination = thread::Builder::new()
         .name("destination".into())
         .spawn(move || transport::receive(&listener, &ReceiveOptions::default()))?;
-    let summary = transport::send(
-        addr,
-        &mut vm,
-        &HostCache,
-        &SendOptions::default(),
-        &mut |_| {},
-    )?;
+    let options = SendOptions {
+        precopy: PrecopyOptions {
+            writer: config.writer,
+            ..PrecopyOptions::default()
+        },
+        ..SendOptions::default()
+    };
+    let summary = transport::send(addr, &mut vm, &HostCache, &options, &mut |_| {})?;
     let image = destination
         .join()
         .expect("the destination thread does not panic")?;
@@ -287,6 +291,7 @@ impl MigrateBench {
                     "downtime_ms": s.downtime.as_secs_f64() * 1e3,
                     "restore_ms": r.restore.as_secs_f64() * 1e3,
                     "rounds": s.rounds,
+                    "writer_thread": s.writer.to_string(),
                     "stream_bytes": s.stream_bytes,
                     "coherent_mib_s": r.coherent / MIB,
                     "flushed_mib_s": r.flushed / MIB,
@@ -334,10 +339,16 @@ impl fmt::Display for MigrateBench {
         writeln!(
             f,
             "migrate: a running guest, {} MiB RAM + {} MiB noncoherent BAR (flush), over TCP \
-             loopback; medians of {} repetitions",
+             loopback; medians of {} repetitions; runs written by {} ({} asked, {} CPUs)",
             self.config.ram_size >> 20,
             self.config.bar_size >> 20,
-            self.ours.len()
+            self.ours.len(),
+            match self.ours.first().map(|r| r.summary.writer) {
+                Some(WriterThread::Own) => "a writer thread",
+                _ => "the gathering thread",
+            },
+            self.config.writer,
+            thread::available_parallelism().map_or(1, |n| n.get()),
         )?;
         writeln!(
             f,
