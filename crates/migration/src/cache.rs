@@ -26,4 +26,14 @@ pub trait CacheMaintenance {
     /// Orders every [`flush_lines`](Self::flush_lines) so far before later stores
     /// (SFENCE). The default has nothing to order.
     fn fence(&self) {}
+
+    /// This maintenance as one another thread may use, if it can be (real instructions
+    /// can; a recorder of calls in a `RefCell` cannot): the engine then flushes a run's
+    /// pages on a helper thread while it copies and writes the run before. The helper's
+    /// fence completes its flushes before it hands the run over, and CLFLUSHOPT invalidates
+    /// a line in every cache of the coherence domain, so the reading thread misses and reads
+    /// memory. The default is `None`.
+    fn shared(&self) -> Option<&(dyn CacheMaintenance + Sync)> {
+        None
+    }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::bitmap::DirtyBitmap;
 use crate::cache::CacheMaintenance;
-use crate::format::{DeviceState, SourceFacts, VcpuState, VmConfig};
+use crate::format::{DeviceState, PAGE_SIZE, SourceFacts, VcpuState, VmConfig};
 
 /// A failure of the source VM's own operations (an ioctl, a device model), kept opaque.
 #[derive(Debug)]
@@ -49,19 +49,32 @@ pub trait MigrationSource {
     /// dirty log and is sent again.
     fn page(&mut self, region: u32, index: u32) -> Result<&[u8], SourceError>;
 
+    /// The bytes of region `region` in place, if this source holds guest memory in this
+    /// process (the pages [`page`](Self::page) returns are slices of it); `None` (the
+    /// default) for a source whose reads are simulated. In place, `flush` pages can be
+    /// flushed by a helper thread while this one copies and writes the pages before them.
+    fn memory(&self, region: u32) -> Option<&[u8]> {
+        let _ = region;
+        None
+    }
+
     /// Flushes the host cache lines of the pages `indexes` of region `region` (the
-    /// `flush` policy, before they are read with [`page`](Self::page)). The default flushes
-    /// the lines of the bytes `page` returns, which for memory in place are the pages
-    /// themselves, and fences once for the whole batch ([`CacheMaintenance::flush_lines`]
-    /// then [`CacheMaintenance::fence`]: a fence per page would wait out each page's
-    /// flushes in turn); a model whose reads are simulated flushes the pages' addresses
-    /// without reading them.
+    /// `flush` policy, before they are read with [`page`](Self::page)), then fences once
+    /// for the whole batch ([`CacheMaintenance::flush_lines`] then
+    /// [`CacheMaintenance::fence`]: a fence per page would wait out each page's flushes in
+    /// turn). The default flushes each stretch of consecutive pages of
+    /// [`memory`](Self::memory) where the source has it, else the lines of the bytes `page`
+    /// returns; a model whose reads are simulated flushes the pages' addresses without
+    /// reading them.
     fn flush_pages(
         &mut self,
         region: u32,
         indexes: &[u32],
         cache: &dyn CacheMaintenance,
     ) -> Result<(), SourceError> {
+        if let Some(memory) = self.memory(region) {
+            return flush_in_place(memory, region, indexes, cache);
+        }
         for &index in indexes {
             cache.flush_lines(self.page(region, index)?);
         }
@@ -97,4 +110,30 @@ pub trait MigrationSource {
 
     /// Every device's state, taken while paused.
     fn device_states(&mut self) -> Result<Vec<DeviceState>, SourceError>;
+}
+
+/// Flushes the pages `indexes` of `memory` (region `region`'s bytes in place), one call per
+/// stretch of consecutive pages, then fences once. Fails, having flushed nothing past it,
+/// on an index outside the region.
+pub(crate) fn flush_in_place(
+    memory: &[u8],
+    region: u32,
+    indexes: &[u32],
+    cache: &dyn CacheMaintenance,
+) -> Result<(), SourceError> {
+    let mut rest = indexes;
+    while let Some(&first) = rest.first() {
+        let count = 1 + rest
+            .windows(2)
+            .take_while(|pair| pair[1] == pair[0].wrapping_add(1))
+            .count();
+        let start = first as usize * PAGE_SIZE;
+        let stretch = memory
+            .get(start..start + count * PAGE_SIZE)
+            .ok_or_else(|| SourceError::new(format!("region {region} has no page {first}")))?;
+        cache.flush_lines(stretch);
+        rest = &rest[count..];
+    }
+    cache.fence();
+    Ok(())
 }

@@ -54,6 +54,10 @@ impl migration::CacheMaintenance for HostCache {
     fn fence(&self) {
         flush_fence();
     }
+
+    fn shared(&self) -> Option<&(dyn migration::CacheMaintenance + Sync)> {
+        Some(self)
+    }
 }
 
 /// How this CPU flushes, read from CPUID once: `(method, line size in bytes)`.

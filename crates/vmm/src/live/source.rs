@@ -7,7 +7,7 @@ use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use migration::format::{
     DeviceState, PAGE_SIZE, RegionConfig, RegionKind, SourceFacts, VcpuState, Vendor, VmConfig,
 };
-use migration::{CacheMaintenance, DirtyBitmap, MigrationSource, SourceError};
+use migration::{DirtyBitmap, MigrationSource, SourceError};
 use uapi::SlotId;
 
 use super::{BAR_GPA, BAR_REGION, LiveVm, RAM_REGION, state};
@@ -99,31 +99,8 @@ impl MigrationSource for LiveVm {
         Ok(page)
     }
 
-    fn flush_pages(
-        &mut self,
-        region: u32,
-        indexes: &[u32],
-        cache: &dyn CacheMaintenance,
-    ) -> Result<(), SourceError> {
-        let (_, bytes) = self.region_memory(region)?;
-        // One call per stretch of consecutive pages, straight from the region's bytes: the
-        // default goes through `page`, whose prefetch of the next page's first line would
-        // fetch a line only to flush it a moment later.
-        let mut rest = indexes;
-        while let Some(&first) = rest.first() {
-            let count = 1 + rest
-                .windows(2)
-                .take_while(|pair| pair[1] == pair[0] + 1)
-                .count();
-            let start = first as usize * PAGE_SIZE;
-            let stretch = bytes
-                .get(start..start + count * PAGE_SIZE)
-                .ok_or_else(|| SourceError::new(format!("region {region} has no page {first}")))?;
-            cache.flush_lines(stretch);
-            rest = &rest[count..];
-        }
-        cache.fence();
-        Ok(())
+    fn memory(&self, region: u32) -> Option<&[u8]> {
+        self.region_memory(region).ok().map(|(_, bytes)| bytes)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), SourceError> {
