@@ -13,9 +13,11 @@
 //!   QEMU's). When it cannot, the report says why.
 //!
 //! These machines are shared and noisy, so each figure is the median of `reps` repetitions
-//! (`benchmarks.md`); a repetition is one migration of a freshly booted guest, the ceiling
-//! measured right after it, and one QEMU migration, the two in alternating order. Each ratio is the median of the
-//! repetitions' own ratios, so the two sides of a ratio always come from the same moment.
+//! (`benchmarks.md`); a repetition is one migration of a freshly booted guest with the
+//! ceiling measured right after it, or one QEMU migration. Each side's repetitions run back
+//! to back after one unmeasured run of its own (see [`run`] for why). Each ratio of ours is
+//! the median of the repetitions' own ratios, so the two sides of a ratio always come from
+//! the same moment.
 //!
 //! The ceiling is the faster of two write shapes, 64 KiB writes (what a full `BufWriter`
 //! hands the kernel) and 1 MiB writes (a full `Pages` chunk, which bypasses the
@@ -145,29 +147,29 @@ pub fn run(config: &MigrateBenchConfig) -> Result<MigrateBench, MigrateBenchErro
     } else {
         Err("not asked for (--no-qemu)".into())
     };
-    let mut ours = Vec::with_capacity(config.reps);
-    let mut qemu = qemu_binary.map(|binary| (binary, Vec::with_capacity(config.reps)));
-    for rep in 0..config.reps.max(1) {
-        // Who goes first alternates: memory one side frees is warm for the other (on a
-        // nested host a first touch of cold memory costs seconds per GiB).
-        let ours_first = rep % 2 == 0;
-        if ours_first {
-            ours.push(our_run(config)?);
-        }
-        if let Ok((binary, runs)) = &mut qemu {
-            match run_qemu_migration(&QemuOptions::new(binary.clone(), config.ram_size)) {
-                Ok(run) => runs.push(run),
-                Err(e) => qemu = Err(e.to_string()),
-            }
-        }
-        if !ours_first {
-            ours.push(our_run(config)?);
-        }
-    }
+    // Each side's repetitions run back to back, after one unmeasured run of its own: on a
+    // nested host a first touch of cold memory costs seconds per GiB, and a run mostly
+    // gets memory the previous run freed. Taking turns handed each side the other's: ours,
+    // which also moves the BAR, needs a quarter more than QEMU frees, so after a QEMU run
+    // our destination populated partly cold memory (setup 2.7-3.2 s against 0.9-1.2 s
+    // after one of ours) while QEMU always followed a larger run. So each side is measured
+    // on memory a run of its own size just freed.
+    let reps = config.reps.max(1);
+    our_run(config)?;
+    let ours = (0..reps)
+        .map(|_| our_run(config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let qemu = qemu_binary.and_then(|binary| {
+        let options = QemuOptions::new(binary, config.ram_size);
+        run_qemu_migration(&options).map_err(|e| e.to_string())?;
+        (0..reps)
+            .map(|_| run_qemu_migration(&options).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+    });
     Ok(MigrateBench {
         config: *config,
         ours,
-        qemu: qemu.map(|(_, runs)| runs),
+        qemu,
     })
 }
 
@@ -339,7 +341,8 @@ impl fmt::Display for MigrateBench {
         writeln!(
             f,
             "migrate: a running guest, {} MiB RAM + {} MiB noncoherent BAR (flush), over TCP \
-             loopback; medians of {} repetitions; runs written by {} ({} asked, {} CPUs)",
+             loopback; medians of {} repetitions, each side's back to back after one unmeasured run; \
+             runs written by {} ({} asked, {} CPUs)",
             self.config.ram_size >> 20,
             self.config.bar_size >> 20,
             self.ours.len(),

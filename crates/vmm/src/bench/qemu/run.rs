@@ -263,17 +263,21 @@ fn migrate(
     source_qmp
         .execute("migrate", json!({ "uri": format!("tcp:127.0.0.1:{port}") }))
         .map_err(|e| source.explain(e))?;
-    let info = poll(source, source_qmp, deadline, options)?;
-    poll(destination, destination_qmp, deadline, options)?;
+    let info = poll(source, source_qmp, deadline, options, true)?;
+    poll(destination, destination_qmp, deadline, options, false)?;
     Ok((info, start.elapsed()))
 }
 
-/// Asks `query-migrate` until the migration is over on this side; `completed` is success.
+/// Asks `query-migrate` until the migration is over on this side; `completed` is success,
+/// with `timed` once it also reports a nonzero `total-time` (QEMU can answer `completed`
+/// a moment before it has stored the times: one such reply, counted as 0 ms, once made a
+/// median).
 fn poll(
     qemu: &mut QemuProcess,
     qmp: &mut Qmp,
     deadline: Instant,
     options: &QemuOptions,
+    timed: bool,
 ) -> Result<MigrateInfo, QemuError> {
     loop {
         let reply = qmp
@@ -283,8 +287,11 @@ fn poll(
             role: qemu.role(),
             message: format!("{e}: {reply}"),
         })?;
+        let untimed = timed && info.total_time.is_none_or(|ms| ms == 0);
         match info.status {
-            MigrateStatus::Completed => return Ok(info),
+            MigrateStatus::Completed if !untimed => return Ok(info),
+            // Completed, times not stored yet: ask again (below, until the deadline).
+            MigrateStatus::Completed => {}
             status if status.is_final() => {
                 return Err(QemuError::MigrationFailed {
                     role: qemu.role(),
@@ -292,14 +299,15 @@ fn poll(
                     error_desc: info.error_desc,
                 });
             }
-            _ if Instant::now() >= deadline => {
-                return Err(QemuError::Timeout {
-                    what: "the QEMU migration completing",
-                    after: options.migration_timeout,
-                });
-            }
-            _ => thread::sleep(POLL),
+            _ => {}
         }
+        if Instant::now() >= deadline {
+            return Err(QemuError::Timeout {
+                what: "the QEMU migration completing",
+                after: options.migration_timeout,
+            });
+        }
+        thread::sleep(POLL);
     }
 }
 
