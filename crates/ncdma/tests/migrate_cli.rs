@@ -52,6 +52,17 @@ fn bad_flags_and_files_are_bad_input() {
         ],
         "-3",
     );
+    assert_bad_input(
+        &[
+            "migrate",
+            "send",
+            "--to",
+            "127.0.0.1:1",
+            "--writer-thread",
+            "both",
+        ],
+        "both",
+    );
     let missing = temp("missing.snap");
     assert_bad_input(&["restore", missing.to_str().unwrap()], "missing.snap");
     let corrupt = temp("corrupt.snap");
@@ -149,6 +160,10 @@ fn a_guest_migrates_between_two_processes_and_a_failed_send_keeps_it_running() {
         summary["summary"]["rounds"].as_u64().unwrap() >= 2,
         "{summary}"
     );
+    // `auto` resolved: a loopback destination needs a third CPU for a writer thread.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let writer = if cpus >= 3 { "own" } else { "inline" };
+    assert_eq!(summary["summary"]["writer_thread"], writer, "{summary}");
     let received = receiver.wait_with_output().unwrap();
     assert!(received.status.success(), "{received:?}");
     let doc: serde_json::Value = serde_json::from_slice(&received.stdout).unwrap();
