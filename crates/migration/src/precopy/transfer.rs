@@ -367,14 +367,25 @@ impl Gather<'_> {
         }
         for &index in batch {
             let page = read_page(self.source, self.id, index)?;
-            if run.push(index, page)? {
-                self.summary.zero_pages += 1;
-            } else {
-                self.summary.data_pages += 1;
-            }
+            push_counted(run, self.summary, index, page)?;
         }
         Ok(())
     }
+}
+
+/// Adds page `index` to `run` and counts it in `summary` as a zero or a data page.
+fn push_counted(
+    run: &mut PageRun,
+    summary: &mut RegionSummary,
+    index: u32,
+    page: &[u8],
+) -> Result<(), EncodeError> {
+    if run.push(index, page)? {
+        summary.zero_pages += 1;
+    } else {
+        summary.data_pages += 1;
+    }
+    Ok(())
 }
 
 /// [`Gather::inline`] for a `flush` region whose memory is in place, with a cache another
@@ -421,11 +432,9 @@ impl FlushAhead<'_> {
                     }
                 })
                 .map_err(|e| EncodeError::Io { kind: e.kind() })?;
-            let mut pages = pages.into_iter();
-            let mut next_batch = || {
-                let batch: Vec<u32> = pages.by_ref().take(MAX_PAGES_PER_CHUNK).collect();
-                (!batch.is_empty()).then_some(batch)
-            };
+            // Each batch goes to the helper and back, so it is owned.
+            let mut batches = Batches::new(pages);
+            let mut next_batch = || batches.next_batch().map(<[u32]>::to_vec);
             let mut queued = 0;
             while queued < RUNS_FLUSHED_AHEAD
                 && let Some(batch) = next_batch()
@@ -447,12 +456,7 @@ impl FlushAhead<'_> {
                 for &index in &batch {
                     let start = index as usize * PAGE_SIZE;
                     // In range: the helper flushed it.
-                    let page = &memory[start..start + PAGE_SIZE];
-                    if run.push(index, page)? {
-                        summary.zero_pages += 1;
-                    } else {
-                        summary.data_pages += 1;
-                    }
+                    push_counted(&mut run, summary, index, &memory[start..start + PAGE_SIZE])?;
                 }
                 // Queued before the write, so that it is flushed while this run is written.
                 if let Some(batch) = next_batch() {
