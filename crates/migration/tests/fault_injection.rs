@@ -160,6 +160,7 @@ fn run(
         },
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(10),
+        ..SendOptions::default()
     };
     let sent = transport::send(
         proxy_addr,

@@ -1,15 +1,18 @@
 //! Live migration over one TCP connection: [`send`] runs the pre-copy engine against a
 //! listening destination, [`receive`] accepts one migration and returns the verified image
 //! only after the source committed. Both ends set read and write timeouts, so a silent
-//! peer is an error, never a hang.
+//! peer is an error, never a hang; the source waits longer for READY, in proportion to the
+//! memory the destination populates first ([`SendOptions::ready_timeout`]).
 
 mod bulk;
+mod replies;
 
 use std::io::{self, BufReader, BufWriter, Read};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use self::bulk::BulkReader;
+use self::replies::FirstReply;
 use crate::cache::CacheMaintenance;
 use crate::destination::{self, Limits, VmImage};
 use crate::error::{EncodeError, StreamError};
@@ -32,16 +35,34 @@ pub struct SendOptions {
     /// The longest a single read or write may block (a silent destination fails the
     /// migration after this).
     pub io_timeout: Duration,
+    /// How much longer than `io_timeout` the wait for READY may last, per GiB of memory the
+    /// destination populates before it says READY.
+    pub ready_allowance_per_gib: Duration,
 }
 
 impl Default for SendOptions {
-    /// Default pre-copy, 5 s to connect, 30 s per read or write.
+    /// Default pre-copy, 5 s to connect, 30 s per read or write, and 5 s more per GiB for
+    /// READY (a first touch of cold memory took up to 3 s per GiB on this project's
+    /// nested hosts: a 16 GiB guest's destination can take longer than 30 s to populate).
     fn default() -> Self {
         SendOptions {
             precopy: PrecopyOptions::default(),
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            ready_allowance_per_gib: Duration::from_secs(5),
         }
+    }
+}
+
+impl SendOptions {
+    /// The longest the source waits for READY from a destination that populates `bytes`
+    /// of memory first.
+    pub fn ready_timeout(&self, bytes: u64) -> Duration {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let allowance =
+            Duration::try_from_secs_f64(self.ready_allowance_per_gib.as_secs_f64() * gib)
+                .unwrap_or(Duration::MAX);
+        self.io_timeout.saturating_add(allowance)
     }
 }
 
@@ -97,8 +118,22 @@ pub fn send(
     options: &SendOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary, MigrationError> {
-    sendable_config(source)?;
+    let config = sendable_config(source)?;
     let stream = connect(addr, options)?;
+    let populated = (config.regions.iter())
+        .filter(|r| r.carries_pages())
+        .fold(0u64, |sum, r| sum.saturating_add(r.size));
+    let replies = FirstReply::new(
+        &stream,
+        options.ready_timeout(populated),
+        options.io_timeout,
+    )
+    .map_err(|e| MigrationError::Connect {
+        addr: stream
+            .peer_addr()
+            .map_or_else(|_| "(peer)".into(), |a| a.to_string()),
+        kind: e.kind(),
+    })?;
     // A destination on this host (a loopback peer) needs a CPU of its own too.
     let local = stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
     let precopy = PrecopyOptions {
@@ -107,7 +142,7 @@ pub fn send(
     };
     migrate(
         BufWriter::with_capacity(1 << 16, &stream),
-        BufReader::new(&stream),
+        BufReader::new(replies),
         source,
         cache,
         &precopy,
@@ -208,4 +243,25 @@ fn refuse(stream: &TcpStream, error: &StreamError) {
     let _ = Status::nak(&error.to_string()).write_to(&mut &*stream);
     let _ = stream.shutdown(Shutdown::Write);
     let _ = io::copy(&mut stream.take(DRAIN_LIMIT), &mut io::sink());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_ready_grows_with_the_memory_to_populate_and_saturates() {
+        let options = SendOptions::default();
+        assert_eq!(options.ready_timeout(0), options.io_timeout);
+        assert_eq!(
+            options.ready_timeout(5 << 28),
+            options.io_timeout + Duration::from_millis(6250),
+            "1.25 GiB at 5 s per GiB"
+        );
+        let unbounded = SendOptions {
+            ready_allowance_per_gib: Duration::MAX,
+            ..options
+        };
+        assert_eq!(unbounded.ready_timeout(u64::MAX), Duration::MAX);
+    }
 }
