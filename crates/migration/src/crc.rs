@@ -69,7 +69,7 @@ impl Crc64 {
     /// from memory to frame its chunk.
     ///
     /// Appending costs at most one GF(2) matrix-vector product per set bit of `other`'s
-    /// length, from operators built once per process (see [`ZeroShift`]): well under a
+    /// length, from operators built once per process (a private `ZeroShift`): well under a
     /// microsecond, where `crc_fast`'s own `Digest::combine` squares its matrices afresh
     /// each call, about 190 µs for a 1 MiB run — a third of the socket's time for it.
     pub fn append(&mut self, other: &Crc64) {

@@ -43,7 +43,7 @@ pub trait MigrationSource {
     fn config(&self) -> VmConfig;
 
     /// Page `index` of region `region`, in place: exactly
-    /// [`PAGE_SIZE`](crate::format::PAGE_SIZE) bytes of guest memory (not a copy), because
+    /// [`PAGE_SIZE`] bytes of guest memory (not a copy), because
     /// the `flush` policy flushes the host cache lines of these very bytes before they are
     /// copied. The guest may be running: a page it changes during the copy is in the next
     /// dirty log and is sent again.

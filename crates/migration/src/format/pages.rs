@@ -110,7 +110,7 @@ impl RunHeader {
         enc.zeros(4);
     }
 
-    /// Decodes the first [`RUN_HEADER_LEN`] bytes of a run, the count against its cap.
+    /// Decodes the first `RUN_HEADER_LEN` (16) bytes of a run, the count against its cap.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformation> {
         let mut dec = Dec::new(bytes);
         let region = dec.u32("region id")?;
