@@ -8,8 +8,10 @@
 //! the next is gathered, so the gathering, flushes included, hides behind the socket. On
 //! a host without that CPU (two CPUs and the destination on the same host, as in the
 //! loopback benchmark) the hand-offs between three busy threads cost more than the overlap
-//! gains, and this thread writes each run itself. The source and the cache stay on this
-//! thread; only the stream writer crosses over.
+//! gains, and this thread writes each run itself; a `flush` region's flushes are then
+//! made ahead by a helper thread where the memory is in place (`FlushAhead`). The source
+//! stays on this thread; only the stream writer, or the region's bytes and a shareable
+//! cache, cross over.
 
 use std::fmt;
 use std::io::Write;
