@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::bitmap::DirtyBitmap;
 use crate::cache::CacheMaintenance;
-use crate::format::{DeviceState, PAGE_SIZE, SourceFacts, VcpuState, VmConfig};
+use crate::format::{DeviceState, PAGE_SIZE, SourceFacts, VcpuState, VmConfig, page_stretches};
 
 /// A failure of the source VM's own operations (an ioctl, a device model), kept opaque.
 #[derive(Debug)]
@@ -121,18 +121,12 @@ pub(crate) fn flush_in_place(
     indexes: &[u32],
     cache: &dyn CacheMaintenance,
 ) -> Result<(), SourceError> {
-    let mut rest = indexes;
-    while let Some(&first) = rest.first() {
-        let count = 1 + rest
-            .windows(2)
-            .take_while(|pair| pair[1] == pair[0].wrapping_add(1))
-            .count();
+    for (first, count) in page_stretches(indexes.iter().copied().map(Some)) {
         let start = first as usize * PAGE_SIZE;
         let stretch = memory
             .get(start..start + count * PAGE_SIZE)
             .ok_or_else(|| SourceError::new(format!("region {region} has no page {first}")))?;
         cache.flush_lines(stretch);
-        rest = &rest[count..];
     }
     cache.fence();
     Ok(())

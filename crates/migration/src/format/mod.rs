@@ -97,7 +97,9 @@ pub use device::DeviceState;
 pub use end::{RegionTotals, Totals};
 pub use header::{HEADER_LEN, MAGIC, SourceFacts, StreamHeader, StreamKind, Vendor};
 pub use pages::{Layout, PageRecord, PageRun, PageSlot, RECORDS_FIRST_SINCE, RunHeader};
-pub(crate) use pages::{RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records};
+pub(crate) use pages::{
+    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records, page_stretches,
+};
 pub use status::{MAX_REASON_LEN, Status};
 pub use vcpu::{DescriptorTable, Msr, Regs, Segment, Sregs, VcpuState, msr};
 

@@ -362,6 +362,26 @@ fn encode_head(header: RunHeader, records: &[PageRecord], buf: &mut Vec<u8>) {
     buf.extend_from_slice(&crc.to_le_bytes());
 }
 
+/// Maximal stretches of consecutive page indexes, in order, as (first index, pages). Each
+/// item is a page's index, or `None` for an entry that ends a stretch without one (a zero
+/// page in a run). Consecutive means the next index up, never wrapping past `u32::MAX`.
+pub(crate) fn page_stretches(
+    indexes: impl IntoIterator<Item = Option<u32>>,
+) -> impl Iterator<Item = (u32, usize)> {
+    let mut indexes = indexes.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let first = indexes.by_ref().flatten().next()?;
+        let mut count = 1;
+        while indexes
+            .next_if(|next| next.is_some_and(|i| u64::from(i) == u64::from(first) + count as u64))
+            .is_some()
+        {
+            count += 1;
+        }
+        Some((first, count))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

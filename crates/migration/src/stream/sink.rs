@@ -3,7 +3,7 @@
 //! a run reaches a sink (read straight into it, or delivered from a buffered [`PageRun`]).
 
 use crate::error::StreamError;
-use crate::format::{PageRecord, PageRun, PageSlot, RunHeader};
+use crate::format::{PageRecord, PageRun, PageSlot, RunHeader, page_stretches};
 
 /// Receives the runs of a stream as they are read.
 ///
@@ -60,24 +60,9 @@ impl PageSink for Collect {
 }
 
 /// The stretches of consecutive data pages of `records`, in order, as (first page index,
-/// pages): the reader reads each in one call.
+/// pages): the reader reads each in one call. A zero page ends a stretch.
 pub(crate) fn stretches(records: &[PageRecord]) -> impl Iterator<Item = (u32, usize)> + '_ {
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < records.len() && !records[i].data {
-            i += 1;
-        }
-        let first = records.get(i)?.index;
-        let mut count = 1;
-        while records
-            .get(i + count)
-            .is_some_and(|r| r.data && u64::from(r.index) == u64::from(first) + count as u64)
-        {
-            count += 1;
-        }
-        i += count;
-        Some((first, count))
-    })
+    page_stretches(records.iter().map(|r| r.data.then_some(r.index)))
 }
 
 #[cfg(test)]
