@@ -312,12 +312,7 @@ impl Body {
                 limit: limits.max_vcpus,
             });
         }
-        // Regions do not wrap (validated), but their sum could; saturate, it is over anyway.
-        let needed = config
-            .regions
-            .iter()
-            .filter(|r| r.carries_pages())
-            .fold(0u64, |sum, r| sum.saturating_add(r.size));
+        let needed = config.staged_bytes();
         if needed > limits.max_memory {
             return Err(StreamError::MemoryLimit {
                 needed,

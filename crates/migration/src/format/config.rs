@@ -212,6 +212,14 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// Bytes of the regions whose pages are sent: what a destination stages (saturating:
+    /// validated regions do not wrap, but their sum could).
+    pub fn staged_bytes(&self) -> u64 {
+        (self.regions.iter())
+            .filter(|r| r.carries_pages())
+            .fold(0u64, |sum, r| sum.saturating_add(r.size))
+    }
+
     /// The region with this id.
     pub fn region(&self, id: u32) -> Option<&RegionConfig> {
         self.regions.iter().find(|r| r.id == id)

@@ -119,21 +119,9 @@ pub fn send(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary, MigrationError> {
     let config = sendable_config(source)?;
-    let stream = connect(addr, options)?;
-    let populated = (config.regions.iter())
-        .filter(|r| r.carries_pages())
-        .fold(0u64, |sum, r| sum.saturating_add(r.size));
-    let replies = FirstReply::new(
-        &stream,
-        options.ready_timeout(populated),
-        options.io_timeout,
-    )
-    .map_err(|e| MigrationError::Connect {
-        addr: stream
-            .peer_addr()
-            .map_or_else(|_| "(peer)".into(), |a| a.to_string()),
-        kind: e.kind(),
-    })?;
+    // The first read is the wait for READY, while the destination populates its memory.
+    let stream = connect(addr, options, options.ready_timeout(config.staged_bytes()))?;
+    let replies = FirstReply::new(&stream, options.io_timeout);
     // A destination on this host (a loopback peer) needs a CPU of its own too.
     let local = stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
     let precopy = PrecopyOptions {
@@ -150,8 +138,13 @@ pub fn send(
     )
 }
 
-/// Connects to the first address that answers and sets the timeouts.
-fn connect(addr: impl ToSocketAddrs, options: &SendOptions) -> Result<TcpStream, MigrationError> {
+/// Connects to the first address that answers and sets the timeouts: `first_read` for
+/// reads until [`FirstReply`] puts the usual one back.
+fn connect(
+    addr: impl ToSocketAddrs,
+    options: &SendOptions,
+    first_read: Duration,
+) -> Result<TcpStream, MigrationError> {
     let failed = |addr: String| {
         move |e: io::Error| MigrationError::Connect {
             addr,
@@ -170,7 +163,7 @@ fn connect(addr: impl ToSocketAddrs, options: &SendOptions) -> Result<TcpStream,
             Ok(stream) => {
                 stream
                     .set_write_timeout(Some(options.io_timeout))
-                    .and_then(|()| stream.set_read_timeout(Some(options.io_timeout)))
+                    .and_then(|()| stream.set_read_timeout(Some(first_read)))
                     .and_then(|()| stream.set_nodelay(true))
                     .map_err(failed(a.to_string()))?;
                 return Ok(stream);

@@ -11,8 +11,8 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Reads replies from `stream`: the first byte within `first`, every later read within
-/// `then`.
+/// Reads replies from `stream`: the first byte within the read timeout the stream has (the
+/// READY timeout, set when it connected), every later read within `then`.
 #[derive(Debug)]
 pub(crate) struct FirstReply<'a> {
     stream: &'a TcpStream,
@@ -21,13 +21,12 @@ pub(crate) struct FirstReply<'a> {
 }
 
 impl<'a> FirstReply<'a> {
-    /// Sets `stream`'s read timeout to `first`, to become `then` after the first byte.
-    pub(crate) fn new(stream: &'a TcpStream, first: Duration, then: Duration) -> io::Result<Self> {
-        stream.set_read_timeout(Some(first))?;
-        Ok(FirstReply {
+    /// Replies from `stream`, whose read timeout becomes `then` after the first byte.
+    pub(crate) fn new(stream: &'a TcpStream, then: Duration) -> Self {
+        FirstReply {
             stream,
             then: Some(then),
-        })
+        }
     }
 }
 
@@ -66,7 +65,10 @@ mod tests {
             let _ = destination.read(&mut rest);
         });
         let short = Duration::from_millis(100);
-        let mut replies = FirstReply::new(&source, Duration::from_secs(20), short).unwrap();
+        source
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut replies = FirstReply::new(&source, short);
         let mut byte = [0u8; 1];
         // Later than `short`: a plain reader with the usual timeout would have failed.
         replies.read_exact(&mut byte).unwrap();
