@@ -76,8 +76,8 @@ impl Crc64 {
         // With register r_A after A, processing B gives M^|B| r_A ^ g(B), and `other`'s
         // register is M^|B| init ^ g(B), where M shifts in one zero byte; so the joined
         // register is M^|B| (r_A ^ init) ^ r_B.
-        let init = Digest::new(CrcAlgorithm::Crc64Xz).get_state();
-        let shifted = ZeroShift::get().by(other.len, self.digest.get_state() ^ init);
+        let shift = ZeroShift::get();
+        let shifted = shift.by(other.len, self.digest.get_state() ^ shift.init);
         self.digest =
             Digest::new_with_init_state(CrcAlgorithm::Crc64Xz, shifted ^ other.digest.get_state());
         self.len += other.len;
@@ -90,6 +90,8 @@ impl Crc64 {
 /// fell off; squaring that three times gives a byte, and each further squaring doubles it.
 struct ZeroShift {
     power: [[u64; 64]; 64],
+    /// The register a CRC starts from (crc-fast's, read once).
+    init: u64,
 }
 
 impl ZeroShift {
@@ -112,7 +114,10 @@ impl ZeroShift {
                 *p = op;
                 op = square(&op);
             }
-            ZeroShift { power }
+            ZeroShift {
+                power,
+                init: Digest::new(CrcAlgorithm::Crc64Xz).get_state(),
+            }
         })
     }
 
