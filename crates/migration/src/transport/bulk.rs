@@ -114,18 +114,10 @@ impl Read for BulkReader<'_> {
 #[cfg(test)]
 mod tests {
     use std::io::{BufReader, Write};
-    use std::net::TcpListener;
     use std::thread;
 
+    use super::super::tests::pair;
     use super::*;
-
-    /// A connected pair on loopback: (the sender's end, the receiver's end).
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (receiver, _) = listener.accept().unwrap();
-        (sender, receiver)
-    }
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()

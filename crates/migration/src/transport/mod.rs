@@ -242,6 +242,14 @@ fn refuse(stream: &TcpStream, error: &StreamError) {
 mod tests {
     use super::*;
 
+    /// A connected pair on loopback: (the connecting end, the accepted end).
+    pub(super) fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let connecting = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (connecting, accepted)
+    }
+
     #[test]
     fn the_wait_for_ready_grows_with_the_memory_to_populate_and_saturates() {
         let options = SendOptions::default();

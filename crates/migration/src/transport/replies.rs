@@ -45,17 +45,15 @@ impl Read for FirstReply<'_> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::net::TcpListener;
     use std::thread;
     use std::time::Instant;
 
+    use super::super::tests::pair;
     use super::*;
 
     #[test]
     fn the_first_reply_may_come_late_and_later_ones_may_not() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let source = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut destination, _) = listener.accept().unwrap();
+        let (source, mut destination) = pair();
         let late = Duration::from_millis(400);
         let peer = thread::spawn(move || {
             thread::sleep(late);
