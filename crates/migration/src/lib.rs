@@ -63,6 +63,7 @@
 
 pub mod bitmap;
 pub mod cache;
+pub mod checksum;
 pub mod crc;
 pub mod destination;
 pub mod error;

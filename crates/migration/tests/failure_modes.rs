@@ -5,6 +5,7 @@
 mod common;
 
 use common::{FakeVm, Rng};
+use migration::checksum::ChunkChecksum;
 use migration::crc::crc64;
 use migration::destination::{Destination, Limits, VmImage, receive};
 use migration::format::*;
@@ -132,7 +133,7 @@ fn raw_chunk(kind: u16, flags: u16, length: u32, payload: &[u8]) -> Vec<u8> {
     let head = crc64(&out);
     out.extend_from_slice(&head.to_le_bytes());
     out.extend_from_slice(payload);
-    let crc = crc64(&out);
+    let crc = ChunkChecksum::of(VERSION).of_bytes(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
@@ -169,7 +170,7 @@ fn bad_magic() {
 
 #[test]
 fn version_too_new() {
-    for version in [Version::new(1, 3), Version::new(2, 0)] {
+    for version in [Version::new(1, 4), Version::new(2, 0)] {
         let h = StreamHeader {
             version,
             ..header()
@@ -186,11 +187,17 @@ fn version_too_new() {
 
 #[test]
 fn streams_of_every_readable_version_still_read() {
-    // 1.1 changed the live handshake, 1.2 the layout of a run: a writer given an older
-    // version writes that version's layout, and this build reads each back to the same image.
+    // 1.1 changed the live handshake, 1.2 the layout of a run, 1.3 the chunk checksum: a
+    // writer given an older version writes that version's stream, and this build reads each
+    // back to the same image.
     assert!(OLDEST_READABLE < RECORDS_FIRST_SINCE && RECORDS_FIRST_SINCE <= VERSION);
     let current = read(&seal(&body())).unwrap();
-    for version in [OLDEST_READABLE, Version::new(1, 1), VERSION] {
+    for version in [
+        OLDEST_READABLE,
+        Version::new(1, 1),
+        Version::new(1, 2),
+        VERSION,
+    ] {
         let h = StreamHeader {
             version,
             ..header()

@@ -13,6 +13,7 @@ use std::cell::Cell;
 
 use common::FakeVm;
 use migration::StreamError;
+use migration::checksum::ChunkChecksum;
 use migration::crc::crc64;
 use migration::destination::{Limits, RegionContents, VmImage, receive};
 use migration::format::*;
@@ -162,7 +163,7 @@ fn valid_stream() -> (Vec<u8>, Vec<(usize, usize)>) {
     (w.into_inner(), layout)
 }
 
-/// Recomputes the header's and every chunk's CRCs after `bytes` were edited.
+/// Recomputes the header's and every chunk's checksums after `bytes` were edited.
 fn reseal(bytes: &mut [u8], layout: &[(usize, usize)]) {
     let crc = crc64(&bytes[..HEADER_LEN - 8]);
     bytes[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
@@ -170,7 +171,7 @@ fn reseal(bytes: &mut [u8], layout: &[(usize, usize)]) {
         let head = crc64(&bytes[at..at + 8]);
         bytes[at + 8..at + 16].copy_from_slice(&head.to_le_bytes());
         let end = at + CHUNK_HEADER_LEN + len;
-        let crc = crc64(&bytes[at..end]);
+        let crc = ChunkChecksum::of(VERSION).of_bytes(&bytes[at..end]);
         bytes[end..end + 8].copy_from_slice(&crc.to_le_bytes());
     }
 }
@@ -184,7 +185,7 @@ fn raw_chunk(kind: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
     let head = crc64(&out);
     out.extend_from_slice(&head.to_le_bytes());
     out.extend_from_slice(payload);
-    let crc = crc64(&out);
+    let crc = ChunkChecksum::of(VERSION).of_bytes(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }

@@ -151,10 +151,11 @@ impl fmt::Display for Version {
 }
 
 /// The version this build writes. 1.1 added the live READY handshake (the chunks are
-/// those of 1.0); 1.2 lays a `Pages` run out records first ([`Layout`]). A writer given an
+/// those of 1.0); 1.2 lays a `Pages` run out records first ([`Layout`]); 1.3 checksums
+/// chunks with XXH3-64 instead of CRC-64/XZ ([`crate::checksum`]). A writer given an
 /// older version writes that version's layout, and every version from
 /// [`OLDEST_READABLE`] on still reads.
-pub const VERSION: Version = Version::new(1, 2);
+pub const VERSION: Version = Version::new(1, 3);
 /// The first version whose live destination says READY after the configuration; a
 /// destination answers an older source as that source expects, without it.
 pub const READY_SINCE: Version = Version::new(1, 1);
@@ -193,7 +194,9 @@ mod tests {
             (OLDEST_READABLE, true),
             (Version::new(1, 0), true),
             (Version::new(1, 1), true),
-            (Version::new(1, 3), false),
+            (Version::new(1, 2), true),
+            (Version::new(1, 3), true),
+            (Version::new(1, 4), false),
             (Version::new(2, 0), false),
             (Version::new(0, 9), false),
             (Version::new(0, 0), false),
@@ -202,7 +205,7 @@ mod tests {
             assert_eq!(check_version(version).is_ok(), accepted, "{version}");
         }
         assert!(matches!(
-            check_version(Version::new(1, 3)),
+            check_version(Version::new(1, 4)),
             Err(StreamError::VersionTooNew { .. })
         ));
         assert!(matches!(

@@ -1,15 +1,15 @@
 //! [`StreamReader`]: checks the stream header, then reads chunks one at a time: header and
 //! its CRC, the declared length against the kind's cap (before allocating), the payload, the
-//! trailer CRC, then the payload's fields. A records-first `Pages` run is the exception: its
+//! trailer checksum (the version's, [`crate::checksum`]), then the payload's fields. A records-first `Pages` run is the exception: its
 //! header and records are read and checked (their own CRC, the count's cap, the length they
 //! imply against the declared one), then its pages are read straight into a [`PageSink`],
-//! and the trailer CRC is checked before the sink is told the run is complete.
+//! and the trailer checksum is checked before the sink is told the run is complete.
 
 use std::io::Read;
 
 use super::Chunk;
 use super::sink::{Collect, PageSink, deliver, stretches};
-use crate::crc::CrcReader;
+use crate::checksum::{ChecksumReader, ChunkChecksum};
 use crate::error::{Malformation, StreamError};
 use crate::format::wire::read_full;
 use crate::format::{
@@ -24,6 +24,7 @@ pub struct StreamReader<R: Read> {
     header: StreamHeader,
     position: u64,
     layout: Layout,
+    checksum: ChunkChecksum,
     /// A chunk's payload, or a streamed run's header and records.
     payload: Vec<u8>,
     /// A streamed run's records.
@@ -38,6 +39,7 @@ impl<R: Read> StreamReader<R> {
             inner,
             position: HEADER_LEN as u64,
             layout: Layout::of(header.version),
+            checksum: ChunkChecksum::of(header.version),
             payload: Vec::new(),
             records: Vec::new(),
             header,
@@ -65,13 +67,13 @@ impl<R: Read> StreamReader<R> {
 
     /// Reads the next chunk, a `Pages` run into `sink` (then `None`): in a
     /// [`Layout::RecordsFirst`] stream the run's pages are read from the stream straight
-    /// into the sink's memory, checked by the chunk's CRC afterwards (see [`PageSink`]).
+    /// into the sink's memory, checked by the chunk's checksum afterwards (see [`PageSink`]).
     pub fn next_chunk_into(
         &mut self,
         sink: &mut dyn PageSink,
     ) -> Result<Option<Chunk>, StreamError> {
         let offset = self.position;
-        let mut framed = CrcReader::new(&mut self.inner);
+        let mut framed = ChecksumReader::new(&mut self.inner, self.checksum);
         let mut raw = [0u8; CHUNK_HEADER_LEN];
         read_full(&mut framed, &mut raw, offset, "a chunk header")?;
         let header = ChunkHeader::decode(&raw, offset)?;
@@ -98,8 +100,8 @@ impl<R: Read> StreamReader<R> {
                 payload_what(header.kind),
             )?;
         }
-        // Take the computed CRC before reading the stored one: the trailer is read from the
-        // inner reader and must not be fed into the checksum it is compared with.
+        // Take the computed checksum before reading the stored one: the trailer is read from
+        // the inner reader and must not be fed into the checksum it is compared with.
         let computed = framed.checksum();
         let mut trailer = [0u8; 8];
         let trailer_at = payload_at + u64::from(header.length);
@@ -160,9 +162,10 @@ impl<R: Read> StreamReader<R> {
     }
 }
 
-/// Reads one [`Layout::RecordsFirst`] run into a sink; the caller checks the chunk CRC.
+/// Reads one [`Layout::RecordsFirst`] run into a sink; the caller checks the chunk's
+/// checksum.
 struct RunReader<'a, R> {
-    framed: &'a mut CrcReader<R>,
+    framed: &'a mut ChecksumReader<R>,
     /// Offset of the chunk.
     offset: u64,
     /// The payload length the chunk header declared (within the kind's cap).

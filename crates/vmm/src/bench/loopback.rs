@@ -9,14 +9,19 @@
 //! - the sender writes [`DEFAULT_WRITE_SIZE`] = 64 KiB per `write`: the migration encodes
 //!   4 KiB pages into a 64 KiB `BufWriter`, so what reaches the socket is one 64 KiB write per
 //!   full buffer; `TCP_NODELAY` is set as there;
-//! - the receiver reads into a [`DEFAULT_READ_SIZE`] = 1 MiB buffer, the size of a `Pages`
+//! - the receiver reads [`DEFAULT_READ_SIZE`] = 1 MiB at a time, the size of a `Pages`
 //!   payload, which the destination reads past its small `BufReader` straight into its
-//!   staging memory, and throws the bytes away;
+//!   staging memory;
 //! - the bytes are read from memory as the migration reads guest memory: the benchmark
 //!   hands [`loopback_copy`] the migrated guest's own RAM and BAR, so the ceiling pays the
 //!   same trip to DRAM for every byte (a small buffer sent over and over would be served
 //!   from cache, a copy no migration of a 1 GiB guest can make); [`loopback_ceiling`] sends
-//!   a buffer of seeded pseudo-random bytes, not zeros, as guest pages are.
+//!   a buffer of seeded pseudo-random bytes, not zeros, as guest pages are;
+//! - and they land where a destination must put them ([`Landing::Memory`]): in order, in
+//!   memory of the stream's size, populated before the clock starts as the destination's
+//!   staging memory is before it says READY. Read over and over into one 1 MiB buffer
+//!   ([`Landing::Discard`]) they would stay in cache, the same copy no migration can make
+//!   on the sending side; the benchmark reports that figure too, for context.
 //!
 //! The clock starts before `connect` and stops when the receiver has read the last byte.
 //! Both sockets carry read/write timeouts, so a stuck copy ends with an error by itself.
@@ -128,7 +133,18 @@ fn socket(step: &'static str) -> impl FnOnce(io::Error) -> LoopbackError {
     move |source| LoopbackError::Socket { step, source }
 }
 
-/// Copies `options.bytes` bytes over a fresh loopback connection and times it.
+/// Where the receiver puts the bytes it reads.
+#[derive(Debug)]
+pub enum Landing<'a> {
+    /// Into one `read_size` buffer, over and over: the bytes stay in cache.
+    Discard,
+    /// Into this memory, in order, from its start again if the copy is longer (an empty
+    /// slice is [`Landing::Discard`]).
+    Memory(&'a mut [u8]),
+}
+
+/// Copies `options.bytes` bytes over a fresh loopback connection, discarding them, and
+/// times it.
 ///
 /// # Example
 ///
@@ -141,16 +157,32 @@ fn socket(step: &'static str) -> impl FnOnce(io::Error) -> LoopbackError {
 /// # Ok::<(), vmm::bench::loopback::LoopbackError>(())
 /// ```
 pub fn loopback_ceiling(options: &LoopbackOptions) -> Result<LoopbackCeiling, LoopbackError> {
-    loopback_copy(options, &[&pseudo_random(options.write_size)])
+    loopback_copy(
+        options,
+        &[&pseudo_random(options.write_size)],
+        Landing::Discard,
+    )
 }
 
-/// The copy of [`loopback_ceiling`], its bytes taken from `memory`: each buffer in turn,
-/// `write_size` bytes per write (a write never spans two buffers), from the first again
-/// when all were sent. Empty buffers are passed over; with no bytes at all to send from,
-/// the seeded buffer is used.
+/// The copy of [`loopback_ceiling`], its bytes taken from `memory` and put where `landing`
+/// says. The sender writes each buffer in turn, `write_size` bytes per write (a write never
+/// spans two buffers), from the first again when all were sent. Empty buffers are passed
+/// over; with no bytes at all to send from, the seeded buffer is used.
+///
+/// ```
+/// use vmm::bench::loopback::{Landing, LoopbackOptions, loopback_copy};
+///
+/// let source = vec![7u8; 3 << 20];
+/// let mut destination = vec![0u8; 3 << 20];
+/// let options = LoopbackOptions::new(source.len() as u64);
+/// loopback_copy(&options, &[&source], Landing::Memory(&mut destination))?;
+/// assert_eq!(destination, source);
+/// # Ok::<(), vmm::bench::loopback::LoopbackError>(())
+/// ```
 pub fn loopback_copy(
     options: &LoopbackOptions,
     memory: &[&[u8]],
+    landing: Landing<'_>,
 ) -> Result<LoopbackCeiling, LoopbackError> {
     if options.write_size == 0 || options.read_size == 0 {
         return Err(LoopbackError::ZeroSize {
@@ -182,14 +214,16 @@ pub fn loopback_copy(
     }
 
     let (expected, read_size) = (options.bytes, options.read_size);
-    let receiving = thread::spawn(move || receive(receiver, expected, read_size));
-    let sent = send(&sender, &memory, options.write_size, options.bytes);
-    // Closing our half lets the receiver see EOF whether or not the send succeeded, so the
-    // join below cannot wait for a timeout.
-    drop(sender);
-    let received = receiving
-        .join()
-        .map_err(|_| LoopbackError::ReceiverPanicked)?;
+    let (sent, received) = thread::scope(|scope| {
+        let receiving = scope.spawn(move || receive(receiver, expected, read_size, landing));
+        let sent = send(&sender, &memory, options.write_size, options.bytes);
+        // Closing our half lets the receiver see EOF whether or not the send succeeded, so
+        // the join below cannot wait for a timeout.
+        drop(sender);
+        let received = receiving.join();
+        (sent, received)
+    });
+    let received = received.map_err(|_| LoopbackError::ReceiverPanicked)?;
     sent?;
     let last_byte = received?;
     Ok(LoopbackCeiling {
@@ -219,24 +253,38 @@ fn send(
     stream.shutdown(Shutdown::Write).map_err(socket("send"))
 }
 
-/// Reads until EOF, and returns when the last expected byte arrived after checking that
-/// exactly `expected` bytes came.
+/// Reads until EOF, at most `read_size` bytes per read, into `landing`, and returns when
+/// the last expected byte arrived after checking that exactly `expected` bytes came.
 fn receive(
     mut stream: TcpStream,
     expected: u64,
     read_size: usize,
+    landing: Landing<'_>,
 ) -> Result<Instant, LoopbackError> {
-    let mut buf = vec![0u8; read_size];
+    let mut scratch = Vec::new();
+    let into = match landing {
+        Landing::Memory(memory) if !memory.is_empty() => memory,
+        _ => {
+            scratch.resize(read_size, 0);
+            &mut scratch[..]
+        }
+    };
+    let mut at = 0;
     let mut received = 0u64;
     let mut last_byte = Instant::now();
     loop {
-        let n = match stream.read(&mut buf) {
+        if at == into.len() {
+            at = 0;
+        }
+        let end = into.len().min(at + read_size);
+        let n = match stream.read(&mut into[at..end]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(socket("receive")(e)),
         };
         received += n as u64;
+        at += n;
         if received == expected {
             // Stop the clock here, not at EOF: the FIN that follows is not payload.
             last_byte = Instant::now();
@@ -291,11 +339,29 @@ mod tests {
             write_size: 4096,
             ..LoopbackOptions::new(20_000)
         };
-        assert_eq!(
-            loopback_copy(&options, &[&a, &[], &b]).unwrap().bytes,
-            20_000
-        );
-        assert_eq!(loopback_copy(&options, &[]).unwrap().bytes, 20_000);
+        let mut landed = vec![0u8; 20_000];
+        let copy = loopback_copy(&options, &[&a, &[], &b], Landing::Memory(&mut landed));
+        assert_eq!(copy.unwrap().bytes, 20_000);
+        // a, b, a, b, then the first 4000 bytes of a again.
+        let cycle = [&a[..], &b[..]].concat();
+        let want = [&cycle[..], &cycle[..], &a[..4000]].concat();
+        assert_eq!(landed, want);
+        let copy = loopback_copy(&options, &[], Landing::Discard);
+        assert_eq!(copy.unwrap().bytes, 20_000);
+    }
+
+    #[test]
+    fn memory_shorter_than_the_copy_is_filled_from_its_start_again() {
+        let source: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let options = LoopbackOptions {
+            read_size: 3000,
+            ..LoopbackOptions::new(10_000)
+        };
+        let mut landed = vec![0u8; 4096];
+        loopback_copy(&options, &[&source], Landing::Memory(&mut landed)).unwrap();
+        // The last lap wrote bytes 8192.. over the start; the rest holds 4096..8192.
+        assert_eq!(landed[..10_000 - 8192], source[8192..]);
+        assert_eq!(landed[10_000 - 8192..], source[4096 + 10_000 - 8192..8192]);
     }
 
     #[test]
@@ -324,7 +390,7 @@ mod tests {
             let (rx, _) = listener.accept().unwrap();
             tx.write_all(&vec![1u8; sent as usize]).unwrap();
             drop(tx);
-            let got = receive(rx, expected, 7);
+            let got = receive(rx, expected, 7, Landing::Discard);
             match got {
                 Err(LoopbackError::Short { received, .. }) => {
                     assert_eq!((received, sent), (10, 10))

@@ -6,7 +6,8 @@
 //!   noncoherent pages (BAR, CLFLUSHOPT + SFENCE before each read), each region's bytes
 //!   over the time spent sending it (target: flushed ≥ 0.9 × coherent);
 //! - the coherent throughput against the loopback ceiling, a plain socket copy of the same
-//!   number of bytes, read from the migrated guest's own memory ([`super::loopback`];
+//!   number of bytes, read from the migrated guest's own memory into memory of the
+//!   stream's size populated beforehand, as our destination's is ([`super::loopback`];
 //!   target ≥ 0.8 ×);
 //! - QEMU as the peer ([`super::qemu`]), when it can run here: a guest with the same RAM,
 //!   filled with non-zero bytes, migrated between two local QEMUs (goal: our total time ≤
@@ -21,20 +22,24 @@
 //!
 //! The ceiling is the faster of two write shapes, 64 KiB writes (what a full `BufWriter`
 //! hands the kernel) and 1 MiB writes (a full `Pages` chunk, which bypasses the
-//! `BufWriter`): whichever the kernel prefers, the ceiling stays an upper bound.
+//! `BufWriter`): whichever the kernel prefers, the ceiling stays an upper bound. The same
+//! copy with a receiver that discards (one 1 MiB buffer, read into over and over, in cache)
+//! is reported beside it, for context: no destination can keep a guest's memory in one
+//! cached buffer, so it bounds nothing a migration can do.
 
 use std::fmt;
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use migration::destination::RegionMemory;
 use migration::format::Policy as WirePolicy;
 use migration::precopy::{PrecopyOptions, Summary, WriterThread};
 use migration::transport::{self, ReceiveOptions, SendOptions};
 use serde_json::{Value, json};
 
 use super::loopback::{
-    LoopbackCeiling, LoopbackError, LoopbackOptions, loopback_ceiling, loopback_copy,
+    Landing, LoopbackCeiling, LoopbackError, LoopbackOptions, loopback_ceiling, loopback_copy,
 };
 use super::qemu::{Install, QemuMigration, QemuOptions, ensure_qemu, run_qemu_migration};
 use super::stats::median;
@@ -106,9 +111,11 @@ pub struct OurRun {
     pub coherent: f64,
     /// Flushed noncoherent (BAR) bytes per second while sending the BAR.
     pub flushed: f64,
-    /// The loopback ceiling: the stream's byte count sent from the guest's own memory
-    /// (the faster write shape).
+    /// The loopback ceiling: the stream's byte count sent from the guest's own memory into
+    /// populated memory of the stream's size (the faster write shape).
     pub ceiling: LoopbackCeiling,
+    /// For context, not a ratio's base: the same copy into one cached 1 MiB buffer.
+    pub discarded: LoopbackCeiling,
     /// For context, not a ratio's base: the same count sent from one 1 MiB buffer over and
     /// over, which stays in cache.
     pub hot: LoopbackCeiling,
@@ -220,18 +227,26 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
     };
     let coherent = per_second(crate::live::RAM_REGION);
     let flushed = per_second(crate::live::BAR_REGION);
-    // The source stays paused after the migration: its memory is what was sent.
-    let mut ceiling = None::<LoopbackCeiling>;
-    for write_size in CEILING_WRITE_SIZES {
-        let options = LoopbackOptions {
-            write_size,
-            ..LoopbackOptions::new(summary.stream_bytes)
-        };
-        let shape = loopback_copy(&options, &[vm.ram(), vm.bar()])?;
-        if ceiling.is_none_or(|best| shape.throughput() > best.throughput()) {
-            ceiling = Some(shape);
+    // The source stays paused after the migration: its memory is what was sent. The landing
+    // memory is populated before any copy is timed, as the destination's is before READY.
+    let mut landing = RegionMemory::populated(summary.stream_bytes as usize)?;
+    let best = |landing: &mut [u8]| -> Result<LoopbackCeiling, LoopbackError> {
+        let mut ceiling = None::<LoopbackCeiling>;
+        for write_size in CEILING_WRITE_SIZES {
+            let options = LoopbackOptions {
+                write_size,
+                ..LoopbackOptions::new(summary.stream_bytes)
+            };
+            let shape = loopback_copy(&options, &[vm.ram(), vm.bar()], Landing::Memory(landing))?;
+            if ceiling.is_none_or(|best| shape.throughput() > best.throughput()) {
+                ceiling = Some(shape);
+            }
         }
-    }
+        Ok(ceiling.expect("at least one write shape"))
+    };
+    let ceiling = best(&mut landing)?;
+    drop(landing);
+    let discarded = best(&mut [])?;
     drop(vm);
     let hot = loopback_ceiling(&LoopbackOptions {
         write_size: 1 << 20,
@@ -241,7 +256,8 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
         summary,
         coherent,
         flushed,
-        ceiling: ceiling.expect("at least one write shape"),
+        ceiling,
+        discarded,
         hot,
         restore,
     })
@@ -298,6 +314,7 @@ impl MigrateBench {
                     "coherent_mib_s": r.coherent / MIB,
                     "flushed_mib_s": r.flushed / MIB,
                     "loopback_mib_s": r.ceiling.throughput() / MIB,
+                    "discarding_loopback_mib_s": r.discarded.throughput() / MIB,
                     "hot_loopback_mib_s": r.hot.throughput() / MIB,
                     "flushed_over_coherent": r.flush_ratio(),
                     "coherent_over_loopback": r.ceiling_ratio(),
@@ -355,7 +372,7 @@ impl fmt::Display for MigrateBench {
         )?;
         writeln!(
             f,
-            "{:<4} {:>9} {:>9} {:>8} {:>10} {:>6} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8}",
+            "{:<4} {:>9} {:>9} {:>8} {:>10} {:>6} {:>9} {:>9} {:>10} {:>13} {:>9} {:>8} {:>8}",
             "rep",
             "total ms",
             "setup ms",
@@ -365,6 +382,7 @@ impl fmt::Display for MigrateBench {
             "RAM MiB/s",
             "BAR MiB/s",
             "wire MiB/s",
+            "discard MiB/s",
             "hot MiB/s",
             "BAR/RAM",
             "RAM/wire"
@@ -373,8 +391,8 @@ impl fmt::Display for MigrateBench {
             let s = &r.summary;
             writeln!(
                 f,
-                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>10.1} {:>6} {:>9.0} {:>9.0} {:>10.0} {:>9.0} \
-                 {:>8.3} {:>8.3}",
+                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>10.1} {:>6} {:>9.0} {:>9.0} {:>10.0} {:>13.0} \
+                 {:>9.0} {:>8.3} {:>8.3}",
                 i + 1,
                 s.total_time.as_secs_f64() * 1e3,
                 s.setup.as_secs_f64() * 1e3,
@@ -384,6 +402,7 @@ impl fmt::Display for MigrateBench {
                 r.coherent / MIB,
                 r.flushed / MIB,
                 r.ceiling.throughput() / MIB,
+                r.discarded.throughput() / MIB,
                 r.hot.throughput() / MIB,
                 r.flush_ratio(),
                 r.ceiling_ratio()
@@ -394,7 +413,9 @@ impl fmt::Display for MigrateBench {
             "(setup: the destination mapping and populating its memory before READY; down: \
              pause to COMMIT; restore: the verified image to the guest running again; wire: \
              the loopback ceiling, a plain socket copy of as many bytes from the guest's own \
-             memory; hot: the same from one cached 1 MiB buffer, for context)"
+             memory into populated memory, as our destination's; discard: the same copy read \
+             into one cached 1 MiB buffer; hot: that from one cached 1 MiB buffer too; both \
+             for context)"
         )?;
         writeln!(
             f,
