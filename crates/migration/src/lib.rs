@@ -11,6 +11,8 @@
 //!   skipped regions — and an `End` chunk with totals.
 //! - [`stream`]: framing — [`stream::StreamWriter`] and [`stream::StreamReader`], the reader
 //!   bounded by per-kind caps before any allocation.
+//! - [`checksum`] and [`crc`]: a chunk's checksum, chosen by the stream version (XXH3-64
+//!   from 1.3, CRC-64/XZ before), and the CRC-64/XZ of the small checksums.
 //! - [`destination`]: the verifying state machine; it hands back a [`destination::VmImage`]
 //!   only when everything checked, and touches nothing of the caller's before.
 //! - [`precopy`]: the live-migration engine over any [`MigrationSource`]: dirty-log rounds

@@ -25,7 +25,8 @@
 //!   +4    4  length         payload bytes, <= the kind's cap
 //!   +8    8  CRC-64/XZ of bytes 0..8: the length is trusted only after this matches
 //!   +16   length  payload   (below)
-//!   +..   8  CRC-64/XZ of the 16 header bytes and the payload
+//!   +..   8  checksum of the 16 header bytes and the payload: XXH3-64 from 1.3,
+//!              CRC-64/XZ before (see crate::checksum)
 //!
 //! VmConfig (kind 1)      vcpu_count u32, region_count u32 (<= 64), then per region 56 bytes:
 //!   +0 id u32 | +4 kind u8 (1 ram, 2 bar) | +5 coherence u8 (1 coherent, 2 noncoherent)
