@@ -350,7 +350,7 @@ impl PageRun {
     pub(crate) fn records_first(&mut self) -> [&[u8]; 2] {
         self.head.clear();
         encode_head(self.header(), &self.records, &mut self.head);
-        [&self.head, self.blocks[..self.used].as_bytes()]
+        [&self.head, self.data()]
     }
 
     /// Decodes an [`Layout::Interleaved`] payload.

@@ -1,9 +1,10 @@
 //! [`StreamReader`]: checks the stream header, then reads chunks one at a time: header and
 //! its CRC, the declared length against the kind's cap (before allocating), the payload, the
-//! trailer checksum (the version's, [`crate::checksum`]), then the payload's fields. A records-first `Pages` run is the exception: its
-//! header and records are read and checked (their own CRC, the count's cap, the length they
-//! imply against the declared one), then its pages are read straight into a [`PageSink`],
-//! and the trailer checksum is checked before the sink is told the run is complete.
+//! trailer checksum (the version's, [`crate::checksum`]), then the payload's fields. A
+//! records-first `Pages` run is the exception: its header and records are read and checked
+//! (their own CRC, the count's cap, the length they imply against the declared one), then
+//! its pages are read straight into a [`PageSink`], and the trailer checksum is checked
+//! before the sink is told the run is complete.
 
 use std::io::Read;
 

@@ -230,23 +230,26 @@ fn our_run(config: &MigrateBenchConfig) -> Result<OurRun, MigrateBenchError> {
     // The source stays paused after the migration: its memory is what was sent. The landing
     // memory is populated before any copy is timed, as the destination's is before READY.
     let mut landing = RegionMemory::populated(summary.stream_bytes as usize)?;
-    let best = |landing: &mut [u8]| -> Result<LoopbackCeiling, LoopbackError> {
+    let best = |mut into: Option<&mut [u8]>| -> Result<LoopbackCeiling, LoopbackError> {
         let mut ceiling = None::<LoopbackCeiling>;
         for write_size in CEILING_WRITE_SIZES {
             let options = LoopbackOptions {
                 write_size,
                 ..LoopbackOptions::new(summary.stream_bytes)
             };
-            let shape = loopback_copy(&options, &[vm.ram(), vm.bar()], Landing::Memory(landing))?;
+            let landing = into
+                .as_deref_mut()
+                .map_or(Landing::Discard, Landing::Memory);
+            let shape = loopback_copy(&options, &[vm.ram(), vm.bar()], landing)?;
             if ceiling.is_none_or(|best| shape.throughput() > best.throughput()) {
                 ceiling = Some(shape);
             }
         }
         Ok(ceiling.expect("at least one write shape"))
     };
-    let ceiling = best(&mut landing)?;
+    let ceiling = best(Some(&mut landing))?;
     drop(landing);
-    let discarded = best(&mut [])?;
+    let discarded = best(None)?;
     drop(vm);
     let hot = loopback_ceiling(&LoopbackOptions {
         write_size: 1 << 20,
