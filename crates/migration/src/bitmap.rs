@@ -41,6 +41,13 @@ impl DirtyBitmap {
         }
     }
 
+    /// Unmarks page `index`; indexes past the end are ignored.
+    pub fn clear(&mut self, index: u32) {
+        if index < self.pages {
+            self.words[index as usize / 64] &= !(1 << (index % 64));
+        }
+    }
+
     /// Whether page `index` is marked.
     pub fn get(&self, index: u32) -> bool {
         index < self.pages && self.words[index as usize / 64] & (1 << (index % 64)) != 0
@@ -105,6 +112,10 @@ mod tests {
         assert_eq!(b.count(), 4);
         assert!(b.get(129) && !b.get(130) && !b.get(1));
         assert!(!b.is_empty() && DirtyBitmap::new(130).is_empty());
+        for i in [0, 64, 129, 130, 5000] {
+            b.clear(i);
+        }
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![63]);
     }
 
     #[test]

@@ -320,6 +320,37 @@ pub enum StreamError {
         /// The first page missing.
         index: u32,
     },
+    /// A `Torn` chunk in a stream that cannot withdraw runs (a snapshot: its guest was
+    /// paused, so nothing can have torn).
+    #[error(
+        "a Torn chunk (region {region}, round {round}) in a snapshot: only a live stream may withdraw a run"
+    )]
+    TornOutsideLive {
+        /// The region it named.
+        region: u32,
+        /// The round it named.
+        round: u32,
+    },
+    /// A `Torn` chunk that does not follow a run of the region and round it names.
+    #[error(
+        "a Torn chunk names region {region}, round {round}, but the chunk before it is no run of theirs"
+    )]
+    TornNamesNoRun {
+        /// The region it named.
+        region: u32,
+        /// The round it named.
+        round: u32,
+    },
+    /// A page whose last copy was withdrawn (`Torn`) was never sent again.
+    #[error(
+        "region {region}: page {index} was withdrawn as torn and never sent again, so its contents are unverified"
+    )]
+    TornPageNotResent {
+        /// The region's name.
+        region: String,
+        /// The first such page.
+        index: u32,
+    },
     /// The `End` chunk's totals disagree with what was received.
     #[error("End totals: {what} declared {declared}, received {received}")]
     TotalsMismatch {
@@ -490,6 +521,14 @@ pub enum EncodeError {
     PageSize {
         /// The length given.
         len: usize,
+    },
+    /// A page to send from memory in place lies beyond the memory.
+    #[error("page {index} lies beyond the {pages} pages of the memory it is sent from")]
+    PageOutsideMemory {
+        /// The page's index.
+        index: u32,
+        /// Pages in the memory.
+        pages: u64,
     },
     /// Writing failed.
     #[error("writing the stream: {kind}")]

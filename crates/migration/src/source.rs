@@ -58,6 +58,24 @@ pub trait MigrationSource {
         None
     }
 
+    /// Whether the guest (or a device) wrote any of the pages `indexes` of region `region`
+    /// since [`dirty_pages`](Self::dirty_pages) last took the region's log, asked through
+    /// a shared borrow so that the caller may hold [`memory`](Self::memory) meanwhile.
+    /// Nothing is taken from the caller's view: a page written is still in the next
+    /// `dirty_pages` (a source that must take bits out of its log to look keeps them for
+    /// it). With it, a live sender sends pages straight from [`memory`](Self::memory) and
+    /// withdraws a run the guest wrote to while it was sent (`Torn`, from stream 1.4).
+    /// `None`, the default: the source cannot tell, and its pages are copied before they
+    /// are checksummed and sent.
+    fn written_since_taken(
+        &self,
+        region: u32,
+        indexes: &[u32],
+    ) -> Option<Result<bool, SourceError>> {
+        let _ = (region, indexes);
+        None
+    }
+
     /// Flushes the host cache lines of the pages `indexes` of region `region` (the
     /// `flush` policy, before they are read with [`page`](Self::page)), then fences once
     /// for the whole batch ([`CacheMaintenance::flush_lines`] then

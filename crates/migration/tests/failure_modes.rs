@@ -78,7 +78,7 @@ fn totals(body: &[Chunk], at: u64) -> Totals {
             Chunk::Vcpu(_) => t.vcpus += 1,
             Chunk::Device(_) => t.devices += 1,
             Chunk::RegionSkipped { .. } => t.skipped += 1,
-            Chunk::End(_) => {}
+            Chunk::End(_) | Chunk::Torn { .. } => {}
         }
     }
     t.rounds = newest.map_or(1, |r| r + 1);
@@ -170,7 +170,7 @@ fn bad_magic() {
 
 #[test]
 fn version_too_new() {
-    for version in [Version::new(1, 4), Version::new(2, 0)] {
+    for version in [Version::new(1, 5), Version::new(2, 0)] {
         let h = StreamHeader {
             version,
             ..header()
@@ -187,15 +187,16 @@ fn version_too_new() {
 
 #[test]
 fn streams_of_every_readable_version_still_read() {
-    // 1.1 changed the live handshake, 1.2 the layout of a run, 1.3 the chunk checksum: a
-    // writer given an older version writes that version's stream, and this build reads each
-    // back to the same image.
+    // 1.1 changed the live handshake, 1.2 the layout of a run, 1.3 the chunk checksum, 1.4
+    // added `Torn`: a writer given an older version writes that version's stream, and this
+    // build reads each back to the same image.
     assert!(OLDEST_READABLE < RECORDS_FIRST_SINCE && RECORDS_FIRST_SINCE <= VERSION);
     let current = read(&seal(&body())).unwrap();
     for version in [
         OLDEST_READABLE,
         Version::new(1, 1),
         Version::new(1, 2),
+        Version::new(1, 3),
         VERSION,
     ] {
         let h = StreamHeader {
@@ -501,6 +502,167 @@ fn a_corrupt_page_read_into_staging_memory_still_fails_its_chunk() {
             offset,
             ..
         } if offset == first_run as u64
+    ));
+}
+
+/// The valid body with the "ram" run of round 0 withdrawn by a `Torn` right after it, and,
+/// after the round-0 runs, a run of round 1 sending again the "ram" pages `resent` (from the
+/// same memory). Returns the body and the position of the withdrawn run in it.
+fn withdrawn_body(resent: &[u32]) -> (Vec<Chunk>, usize) {
+    let vm = FakeVm::new(11, 4, 2, Policy::Flush);
+    let mut chunks = body();
+    let ram = chunks
+        .iter()
+        .position(|c| matches!(c, Chunk::Pages(run) if run.region == 0))
+        .unwrap();
+    chunks.insert(
+        ram + 1,
+        Chunk::Torn {
+            region: 0,
+            round: 0,
+        },
+    );
+    let mut again = PageRun::new(0, 1);
+    for &index in resent {
+        let at = index as usize * PAGE_SIZE;
+        again
+            .push(index, &vm.memory[0][at..at + PAGE_SIZE])
+            .unwrap();
+    }
+    let after_runs = chunks
+        .iter()
+        .rposition(|c| matches!(c, Chunk::Pages(_)))
+        .unwrap();
+    chunks.insert(after_runs + 1, Chunk::Pages(again));
+    (chunks, ram)
+}
+
+/// The byte offset of chunk `position` of `body` once sealed.
+fn offset_of(bytes: &[u8], position: usize) -> usize {
+    layout(bytes)[position].0
+}
+
+#[test]
+fn a_withdrawn_run_may_fail_its_checksum_if_every_page_is_sent_again() {
+    // A source sending a running guest's memory in place withdraws a run the guest wrote to
+    // meanwhile: its checksum may fail, and its pages come again in a later round.
+    let (chunks, ram) = withdrawn_body(&[0, 1, 2, 3]);
+    let mut bytes = seal(&chunks);
+    let (at, _, len) = layout(&bytes)[ram];
+    bytes[at + CHUNK_HEADER_LEN + len - 100] ^= 0x20;
+    let image = read(&bytes).expect("the torn run's pages were all sent again");
+    assert_eq!(image.regions, read(&seal(&body())).unwrap().regions);
+    // The same run, intact and withdrawn, is as good.
+    assert!(read(&seal(&chunks)).is_ok());
+}
+
+#[test]
+fn a_withdrawn_run_s_pages_must_all_be_sent_again() {
+    // Page 2 is not sent again: the withdrawn copy is all the destination has of it, and
+    // nothing vouches for it, whether its bytes arrived intact or not.
+    let (chunks, ram) = withdrawn_body(&[0, 1, 3]);
+    let intact = seal(&chunks);
+    let mut corrupt = intact.clone();
+    let (at, _, len) = layout(&corrupt)[ram];
+    corrupt[at + CHUNK_HEADER_LEN + len - 100] ^= 0x20;
+    for bytes in [intact, corrupt] {
+        assert_eq!(
+            read(&bytes).unwrap_err(),
+            StreamError::TornPageNotResent {
+                region: "ram".into(),
+                index: 2
+            }
+        );
+    }
+}
+
+#[test]
+fn a_run_that_fails_its_checksum_is_refused_unless_the_next_chunk_withdraws_it() {
+    // The failed run is followed by the BAR's run, not by `Torn`; the failure is reported
+    // as the run's own, at its own offset.
+    let (chunks, ram) = withdrawn_body(&[0, 1, 2, 3]);
+    let mut without = chunks.clone();
+    without.remove(ram + 1);
+    let mut bytes = seal(&without);
+    let at = offset_of(&bytes, ram);
+    let len = layout(&bytes)[ram].2;
+    bytes[at + CHUNK_HEADER_LEN + len - 100] ^= 0x20;
+    assert!(matches!(
+        read(&bytes).unwrap_err(),
+        StreamError::ChunkChecksum { kind: ChunkKind::Pages, offset, .. } if offset == at as u64
+    ));
+}
+
+#[test]
+fn torn_must_name_the_run_just_before_it() {
+    let (chunks, ram) = withdrawn_body(&[0, 1, 2, 3]);
+    // After a chunk that is no run; naming another round or region; twice in a row.
+    let cases: [(usize, Chunk); 4] = [
+        (
+            0,
+            Chunk::Torn {
+                region: 0,
+                round: 0,
+            },
+        ),
+        (
+            ram + 1,
+            Chunk::Torn {
+                region: 0,
+                round: 1,
+            },
+        ),
+        (
+            ram + 1,
+            Chunk::Torn {
+                region: 1,
+                round: 0,
+            },
+        ),
+        (
+            ram + 2,
+            Chunk::Torn {
+                region: 0,
+                round: 0,
+            },
+        ),
+    ];
+    for (at, torn) in cases {
+        let mut bad = chunks.clone();
+        bad.insert(at + 1, torn.clone());
+        let Chunk::Torn { region, round } = torn else {
+            unreachable!()
+        };
+        assert_eq!(
+            read(&seal(&bad)).unwrap_err(),
+            StreamError::TornNamesNoRun { region, round },
+            "Torn inserted after chunk {at}"
+        );
+    }
+}
+
+#[test]
+fn only_a_live_stream_of_1_4_on_may_withdraw_a_run() {
+    let (chunks, _) = withdrawn_body(&[0, 1, 2, 3]);
+    // A snapshot's guest was paused: nothing it sends can have torn.
+    let snapshot = StreamHeader::new(StreamKind::Snapshot, facts());
+    assert_eq!(
+        read(&seal_with(&snapshot, &chunks, |_| {})).unwrap_err(),
+        StreamError::TornOutsideLive {
+            region: 0,
+            round: 0
+        }
+    );
+    // Before 1.4 there is no such chunk.
+    let older = StreamHeader {
+        version: Version::new(1, 3),
+        ..header()
+    };
+    let bytes = seal_with(&older, &chunks, |_| {});
+    assert!(TORN_SINCE > Version::new(1, 3));
+    assert!(matches!(
+        read(&bytes).unwrap_err(),
+        StreamError::UnknownChunkKind { value: 7, .. }
     ));
 }
 

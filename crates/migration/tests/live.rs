@@ -132,6 +132,42 @@ fn assert_summary_consistent(s: &Summary, vm: &FakeVm) {
 }
 
 #[test]
+fn runs_sent_in_place_are_withdrawn_when_written_and_their_pages_sent_again() {
+    // Sent straight from the guest's memory, the first run of "ram" and its second are each
+    // reported written (at a data page: a zero page is sent as a marker, which cannot tear)
+    // while they were sent: each is withdrawn, and all of its pages (a run's worth, zero
+    // pages included) go again in the next round, which the destination requires before
+    // it accepts them.
+    let mut vm = FakeVm::new(31, 600, 16, Policy::Flush);
+    vm.in_place = true;
+    let data_page_from = |first: u32| {
+        (first..).find(|&i| {
+            let at = i as usize * PAGE_SIZE;
+            vm.memory[0][at..at + PAGE_SIZE].iter().any(|&b| b != 0)
+        })
+    };
+    let tears = [data_page_from(70).unwrap(), data_page_from(300).unwrap()];
+    assert!(tears[0] < 256 && (256..512).contains(&tears[1]));
+    vm.tears = tears.map(|index| (0, index)).to_vec().into();
+    let options = PrecopyOptions {
+        writer: WriterThread::Inline,
+        ..PrecopyOptions::default()
+    };
+    let (sent, received, _) = migrate(&mut vm, &options, 1e9, Limits::default());
+    let summary = sent.expect("the migration succeeds");
+    let image = received.expect("the destination accepts the stream");
+    assert_image_matches(&image, &vm);
+    assert_summary_consistent(&summary, &vm);
+    let ram = &summary.regions[0];
+    assert_eq!(ram.torn_runs, 2);
+    // Round 0 sent all 600 pages; the two withdrawn runs (pages 0..256 and 256..512) were
+    // sent again, whole.
+    assert_eq!(ram.data_pages + ram.zero_pages, 600 + 512);
+    assert!(vm.tears.lock().unwrap().is_empty());
+    assert_eq!(summary.regions[1].torn_runs, 0, "the BAR was copied");
+}
+
+#[test]
 fn a_destination_that_does_not_prefault_receives_the_same_guest() {
     let mut vm = FakeVm::new(23, 64, 16, Policy::Flush);
     vm.dirty_per_read = 0.1;

@@ -18,9 +18,18 @@
 //! [`Limits::max_vcpus`], devices by [`MAX_DEVICES`]; pages only ever overwrite staged
 //! memory. The destination is the reader's [`PageSink`]: a run's records are checked
 //! (region, round, every index) before its pages are read, and the pages are read from the
-//! stream straight into staging memory, counted as received only once the chunk's CRC
+//! stream straight into staging memory, counted as received only once the chunk's checksum
 //! verified. Unverified bytes in staging memory are harmless: the stream is then refused
 //! and the staging memory dropped with it.
+//!
+//! One exception, in live streams from 1.4 ([`TORN_SINCE`]): a run the source withdraws
+//! with the `Torn` chunk right after it (it sent the pages from the running guest's memory,
+//! and the guest wrote to them meanwhile) is not refused, even if it failed its checksum.
+//! Its pages are held unverified instead, each until a later run that verifies sends it
+//! again, and `End` is refused if any is still unverified then. A run that fails its
+//! checksum and is not withdrawn by the very next chunk is refused as always, so a byte
+//! corrupted on the way is refused unless it fell in a run the source had already given
+//! up on, whose pages the destination never keeps.
 
 mod image;
 mod memory;
@@ -34,7 +43,7 @@ use crate::bitmap::DirtyBitmap;
 use crate::error::StreamError;
 use crate::format::{
     ChunkKind, DeviceState, MAX_DEVICES, MAX_VCPUS, PAGE_SIZE, PageRecord, Policy, RegionConfig,
-    RunHeader, StreamHeader, Totals, VcpuState, VmConfig, msr,
+    RunHeader, StreamHeader, StreamKind, TORN_SINCE, Totals, VcpuState, VmConfig, msr,
 };
 use crate::stream::{Chunk, PageSink, StreamReader, deliver};
 
@@ -119,8 +128,24 @@ struct Body {
     devices: Vec<DeviceState>,
     pages: u64,
     newest_round: Option<u32>,
-    /// The staging of the run begun and not yet ended.
-    open_run: Option<usize>,
+    /// The staging of the run begun and not yet ended, and its header.
+    open_run: Option<(usize, RunHeader)>,
+    /// Whether a run may be withdrawn with `Torn` (a live stream from [`TORN_SINCE`]).
+    withdrawals: bool,
+    /// The run just read, while the next chunk may still withdraw it.
+    last_run: Option<LastRun>,
+}
+
+/// A run that was the last chunk read, which a `Torn` chunk may withdraw.
+#[derive(Debug)]
+struct LastRun {
+    /// Its region's staging.
+    staging: usize,
+    header: RunHeader,
+    /// Its pages' indexes, data and zero pages alike (a run's worth at most).
+    pages: Vec<u32>,
+    /// Why it failed its checksum, if it did: the stream is refused unless `Torn` follows.
+    failed: Option<StreamError>,
 }
 
 /// One region's staged contents and counts.
@@ -130,6 +155,9 @@ struct Staging {
     memory: RegionMemory,
     /// Pages received at least once.
     received: DirtyBitmap,
+    /// Pages whose last copy was withdrawn (or failed its checksum and was withdrawn) and
+    /// has not been sent again since: all must be clear at `End`.
+    unverified: DirtyBitmap,
     data_pages: u64,
     zero_pages: u64,
     skip_announced: bool,
@@ -155,7 +183,10 @@ impl Destination {
         // Closed unless a step below succeeds and reopens it.
         match (std::mem::replace(&mut self.phase, Phase::Closed), chunk) {
             (Phase::AwaitConfig, Chunk::VmConfig(config)) => {
-                self.phase = Phase::Body(Box::new(Body::new(config, self.limits)?));
+                let withdrawals =
+                    self.header.kind == StreamKind::Live && self.header.version >= TORN_SINCE;
+                let body = Body::new(config, self.limits, withdrawals)?;
+                self.phase = Phase::Body(Box::new(body));
                 Ok(None)
             }
             (Phase::AwaitConfig, _) => Err(StreamError::OutOfOrder {
@@ -218,12 +249,28 @@ impl PageSink for Destination {
             body.end_run(records);
         }
     }
+
+    fn unverified_run(
+        &mut self,
+        records: &[PageRecord],
+        error: StreamError,
+    ) -> Result<(), StreamError> {
+        let Phase::Body(body) = &mut self.phase else {
+            return Err(error);
+        };
+        let held = body.unverified_run(records, error);
+        if held.is_err() {
+            self.phase = Phase::Closed;
+        }
+        held
+    }
 }
 
 /// The checks and the staging of one run, whether it was read whole (an old stream, or a
 /// chunk handed to [`Destination::accept`]) or straight into staging memory.
 impl PageSink for Body {
     fn begin_run(&mut self, header: RunHeader, records: &[PageRecord]) -> Result<(), StreamError> {
+        self.settle()?;
         if self.open_run.is_some() {
             // The run before was never verified: its chunk was refused.
             return Err(StreamError::OutOfOrder {
@@ -254,12 +301,12 @@ impl PageSink for Body {
             });
         }
         self.newest_round = Some(header.round);
-        self.open_run = Some(i);
+        self.open_run = Some((i, header));
         Ok(())
     }
 
     fn pages_mut(&mut self, first: u32, count: usize) -> Result<&mut [u8], StreamError> {
-        let Some(i) = self.open_run else {
+        let Some((i, _)) = self.open_run else {
             return Err(StreamError::OutOfOrder {
                 found: ChunkKind::Pages,
                 expected: CLOSED,
@@ -279,27 +326,24 @@ impl PageSink for Body {
     }
 
     fn end_run(&mut self, records: &[PageRecord]) {
-        let Some(i) = self.open_run.take() else {
-            return;
-        };
-        let staging = &mut self.staging[i];
-        for record in records {
-            if record.data {
-                staging.data_pages += 1;
-            } else {
-                // A page sent again may have become zero: the marker overwrites it.
-                let at = record.index as usize * PAGE_SIZE;
-                staging.memory[at..at + PAGE_SIZE].fill(0);
-                staging.zero_pages += 1;
-            }
-            staging.received.set(record.index);
+        self.land(records, None);
+    }
+
+    fn unverified_run(
+        &mut self,
+        records: &[PageRecord],
+        error: StreamError,
+    ) -> Result<(), StreamError> {
+        if !self.withdrawals || self.open_run.is_none() {
+            return Err(error);
         }
-        self.pages += records.len() as u64;
+        self.land(records, Some(error));
+        Ok(())
     }
 }
 
 impl Body {
-    fn new(config: VmConfig, limits: Limits) -> Result<Self, StreamError> {
+    fn new(config: VmConfig, limits: Limits, withdrawals: bool) -> Result<Self, StreamError> {
         config.validate()?;
         if let Some(r) = config.regions.iter().find(|r| r.policy == Policy::Refuse) {
             return Err(StreamError::RefusedRegion {
@@ -339,6 +383,7 @@ impl Body {
                     // A `skip` region receives no page, and its size is not bounded by
                     // `max_memory`: a bitmap for it would be an allocation the stream chooses.
                     received: DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }),
+                    unverified: DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }),
                     data_pages: 0,
                     zero_pages: 0,
                     skip_announced: false,
@@ -353,7 +398,84 @@ impl Body {
             pages: 0,
             newest_round: None,
             open_run: None,
+            withdrawals,
+            last_run: None,
         })
+    }
+
+    /// Counts and stages the pages of the run begun, which verified (`failed` is `None`)
+    /// or failed its checksum under `withdrawals` (it must then be withdrawn by the next
+    /// chunk). A zero page is zeroed either way: its marker is in the records, which have
+    /// a checksum of their own.
+    fn land(&mut self, records: &[PageRecord], failed: Option<StreamError>) {
+        let Some((i, header)) = self.open_run.take() else {
+            return;
+        };
+        let staging = &mut self.staging[i];
+        for record in records {
+            if record.data {
+                staging.data_pages += 1;
+            } else {
+                // A page sent again may have become zero: the marker overwrites it.
+                let at = record.index as usize * PAGE_SIZE;
+                staging.memory[at..at + PAGE_SIZE].fill(0);
+                staging.zero_pages += 1;
+            }
+            staging.received.set(record.index);
+            if failed.is_some() && record.data {
+                staging.unverified.set(record.index);
+            } else {
+                // A copy that verified supersedes a withdrawn one.
+                staging.unverified.clear(record.index);
+            }
+        }
+        self.pages += records.len() as u64;
+        if self.withdrawals {
+            let mut last = self.last_run.take().unwrap_or(LastRun {
+                staging: i,
+                header,
+                pages: Vec::new(),
+                failed: None,
+            });
+            last.staging = i;
+            last.header = header;
+            last.pages.clear();
+            last.pages.extend(records.iter().map(|r| r.index));
+            last.failed = failed;
+            self.last_run = Some(last);
+        }
+    }
+
+    /// Called for every chunk but `Torn`: the run before it can no longer be withdrawn,
+    /// so one that failed its checksum is refused now, with that failure.
+    fn settle(&mut self) -> Result<(), StreamError> {
+        match self.last_run.take() {
+            Some(LastRun {
+                failed: Some(error),
+                ..
+            }) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Torn`: withdraws the run just before, which must be of `region` and `round`; its
+    /// pages are unverified until sent again.
+    fn torn(&mut self, region: u32, round: u32) -> Result<(), StreamError> {
+        if !self.withdrawals {
+            return Err(StreamError::TornOutsideLive { region, round });
+        }
+        let Some(last) = self
+            .last_run
+            .take()
+            .filter(|l| (l.header.region, l.header.round) == (region, round))
+        else {
+            return Err(StreamError::TornNamesNoRun { region, round });
+        };
+        let staging = &mut self.staging[last.staging];
+        for &index in &last.pages {
+            staging.unverified.set(index);
+        }
+        Ok(())
     }
 
     /// The position and declaration of region `id`.
@@ -367,16 +489,22 @@ impl Body {
     }
 
     fn accept(&mut self, chunk: Chunk) -> Result<(), StreamError> {
+        if let Chunk::Torn { region, round } = chunk {
+            return self.torn(region, round);
+        }
+        self.settle()?;
         match chunk {
             Chunk::Pages(run) => deliver(&run, self),
             Chunk::Vcpu(vcpu) => self.vcpu(*vcpu),
             Chunk::Device(device) => self.device(device),
             Chunk::RegionSkipped { region } => self.skipped(region),
-            // `Destination::accept` routes these two itself.
-            Chunk::VmConfig(_) | Chunk::End(_) => Err(StreamError::OutOfOrder {
-                found: chunk.kind(),
-                expected: BODY_CHUNKS,
-            }),
+            // `Destination::accept` routes these two itself, and `Torn` went above.
+            Chunk::VmConfig(_) | Chunk::End(_) | Chunk::Torn { .. } => {
+                Err(StreamError::OutOfOrder {
+                    found: chunk.kind(),
+                    expected: BODY_CHUNKS,
+                })
+            }
         }
     }
 
@@ -440,11 +568,12 @@ impl Body {
 
     /// Verifies completeness and the totals, then builds the image.
     fn finish(
-        self,
+        mut self,
         header: StreamHeader,
         totals: &Totals,
         offset: u64,
     ) -> Result<VmImage, StreamError> {
+        self.settle()?;
         for (region, staging) in self.config.regions.iter().zip(&self.staging) {
             if region.policy == Policy::Skip && !staging.skip_announced {
                 return Err(StreamError::SkipNotAnnounced {
@@ -455,6 +584,12 @@ impl Body {
                 && let Some(index) = staging.received.first_clear()
             {
                 return Err(StreamError::MissingPage {
+                    region: region.name.clone(),
+                    index,
+                });
+            }
+            if let Some(index) = staging.unverified.iter().next() {
+                return Err(StreamError::TornPageNotResent {
                     region: region.name.clone(),
                     index,
                 });

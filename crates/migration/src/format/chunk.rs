@@ -30,6 +30,9 @@ pub enum ChunkKind {
     RegionSkipped = 5,
     /// The totals; the last chunk.
     End = 6,
+    /// Live streams from 1.4 ([`super::TORN_SINCE`]): the `Pages` run just before was
+    /// sent from guest memory the guest wrote to meanwhile, so its pages are sent again.
+    Torn = 7,
 }
 
 impl TryFrom<u16> for ChunkKind {
@@ -44,6 +47,7 @@ impl TryFrom<u16> for ChunkKind {
             4 => ChunkKind::Device,
             5 => ChunkKind::RegionSkipped,
             6 => ChunkKind::End,
+            7 => ChunkKind::Torn,
             other => return Err(other),
         })
     }
@@ -61,6 +65,7 @@ impl ChunkKind {
             ChunkKind::Device => device::MAX_PAYLOAD,
             ChunkKind::RegionSkipped => 8,
             ChunkKind::End => end::MAX_PAYLOAD,
+            ChunkKind::Torn => 8,
         }) as u32
     }
 }
@@ -153,10 +158,10 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_unknown_values_are_rejected() {
-        for v in 0u16..=6 {
+        for v in 0u16..=7 {
             assert_eq!(ChunkKind::try_from(v).map(|k| k as u16), Ok(v));
         }
-        assert_eq!(ChunkKind::try_from(7), Err(7));
+        assert_eq!(ChunkKind::try_from(8), Err(8));
         assert_eq!(ChunkKind::try_from(u16::MAX), Err(u16::MAX));
     }
 
@@ -220,6 +225,7 @@ mod tests {
             (ChunkKind::Device, 1_048_616),
             (ChunkKind::RegionSkipped, 8),
             (ChunkKind::End, 1_576),
+            (ChunkKind::Torn, 8),
             (ChunkKind::Invalid, 0),
         ];
         for (kind, cap) in caps {

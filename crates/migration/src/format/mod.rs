@@ -5,7 +5,7 @@
 //! TCP connection; only the header's `LIVE` flag and the status reply differ.
 //!
 //! ```text
-//! stream := StreamHeader VmConfig (Pages | Vcpu | Device | RegionSkipped)* End
+//! stream := StreamHeader VmConfig (Pages Torn? | Vcpu | Device | RegionSkipped)* End
 //!
 //! StreamHeader (128 bytes)
 //!   +0    8  magic "NCDMAMIG"
@@ -45,6 +45,9 @@
 //! End (kind 6)           rounds u32, vcpus u32, devices u32, skipped u32, region_count u32,
 //!   zero u32, pages u64, stream_bytes u64 (bytes before End), then per region 24 bytes:
 //!   id u32, zero u32, data_pages u64, zero_pages u64
+//! Torn (kind 7)          region u32, round u32: those of the `Pages` run just before, whose
+//!   pages the guest wrote while they were sent (live streams from 1.4 only; see
+//!   TORN_SINCE): the destination holds them unverified until they are sent again
 //!
 //! Status (live only: ACK or NAK from the destination, then COMMIT from the source)
 //!   +0 code u8 (1 ACK, 2 NAK, 3 COMMIT) | +1 zero u8 | +2 reason_len u16 (<= 512, NAK only)
@@ -99,7 +102,8 @@ pub use end::{RegionTotals, Totals};
 pub use header::{HEADER_LEN, MAGIC, SourceFacts, StreamHeader, StreamKind, Vendor};
 pub use pages::{Layout, PageRecord, PageRun, PageSlot, RECORDS_FIRST_SINCE, RunHeader};
 pub(crate) use pages::{
-    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records, page_stretches,
+    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records, encode_head, is_zero_page,
+    page_stretches,
 };
 pub use status::{MAX_REASON_LEN, Status};
 pub use vcpu::{DescriptorTable, Msr, Regs, Segment, Sregs, VcpuState, msr};
@@ -153,10 +157,16 @@ impl fmt::Display for Version {
 
 /// The version this build writes. 1.1 added the live READY handshake (the chunks are
 /// those of 1.0); 1.2 lays a `Pages` run out records first ([`Layout`]); 1.3 checksums
-/// chunks with XXH3-64 instead of CRC-64/XZ ([`crate::checksum`]). A writer given an
-/// older version writes that version's layout, and every version from
-/// [`OLDEST_READABLE`] on still reads.
-pub const VERSION: Version = Version::new(1, 3);
+/// chunks with XXH3-64 instead of CRC-64/XZ ([`crate::checksum`]); 1.4 adds the `Torn`
+/// chunk of live streams ([`TORN_SINCE`]). A writer given an older version writes that
+/// version's layout, and every version from [`OLDEST_READABLE`] on still reads.
+pub const VERSION: Version = Version::new(1, 4);
+/// The first version with the `Torn` chunk: a live source may then send a run straight
+/// from the running guest's memory (no copy) and withdraw it with `Torn` when the guest
+/// wrote to its pages meanwhile; a destination holds a withdrawn run's pages unverified
+/// until they are sent again, and refuses the stream if any never is. Before it, a live
+/// source copies each page before checksumming it, and a destination knows no `Torn`.
+pub const TORN_SINCE: Version = Version::new(1, 4);
 /// The first version whose live destination says READY after the configuration; a
 /// destination answers an older source as that source expects, without it.
 pub const READY_SINCE: Version = Version::new(1, 1);
@@ -197,7 +207,8 @@ mod tests {
             (Version::new(1, 1), true),
             (Version::new(1, 2), true),
             (Version::new(1, 3), true),
-            (Version::new(1, 4), false),
+            (Version::new(1, 4), true),
+            (Version::new(1, 5), false),
             (Version::new(2, 0), false),
             (Version::new(0, 9), false),
             (Version::new(0, 0), false),
@@ -206,7 +217,7 @@ mod tests {
             assert_eq!(check_version(version).is_ok(), accepted, "{version}");
         }
         assert!(matches!(
-            check_version(Version::new(1, 4)),
+            check_version(Version::new(1, 5)),
             Err(StreamError::VersionTooNew { .. })
         ));
         assert!(matches!(

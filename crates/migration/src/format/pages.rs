@@ -228,6 +228,17 @@ impl PageRun {
     /// Adds page `index` with contents `page`; an all-zero page becomes a marker. Returns
     /// whether the page was elided.
     pub fn push(&mut self, index: u32, page: &[u8]) -> Result<bool, EncodeError> {
+        let zero = is_zero_page(page);
+        self.push_record(PageRecord { index, data: !zero }, page)?;
+        Ok(zero)
+    }
+
+    /// Adds the page `record` names, its contents copied from `page` if it is a data page.
+    pub(crate) fn push_record(
+        &mut self,
+        record: PageRecord,
+        page: &[u8],
+    ) -> Result<(), EncodeError> {
         if page.len() != PAGE_SIZE {
             return Err(EncodeError::PageSize { len: page.len() });
         }
@@ -238,12 +249,11 @@ impl PageRun {
                 cap: MAX_PAGES_PER_CHUNK as u64,
             });
         }
-        let zero = page.iter().all(|&b| b == 0);
-        if !zero {
+        if record.data {
             self.grab(1).copy_from_slice(page);
         }
-        self.records.push(PageRecord { index, data: !zero });
-        Ok(zero)
+        self.records.push(record);
+        Ok(())
     }
 
     /// Starts the run `header` announced, with its `records`, for a reader to append the
@@ -371,8 +381,13 @@ impl PageRun {
     }
 }
 
+/// Whether `page` is all zeros (sent as a marker, not as contents).
+pub(crate) fn is_zero_page(page: &[u8]) -> bool {
+    page.iter().all(|&b| b == 0)
+}
+
 /// The run header, the records and their CRC, appended to `buf`.
-fn encode_head(header: RunHeader, records: &[PageRecord], buf: &mut Vec<u8>) {
+pub(crate) fn encode_head(header: RunHeader, records: &[PageRecord], buf: &mut Vec<u8>) {
     let start = buf.len();
     header.encode(buf);
     for record in records {

@@ -287,7 +287,7 @@ impl Session<'_> {
     ) -> Result<Vec<DirtyBitmap>, MigrationError> {
         let mut out = Vec::with_capacity(copied.len());
         for c in copied {
-            let bits = t
+            let mut bits = t
                 .source()
                 .dirty_pages(c.id)
                 .map_err(step("reading the dirty log"))?;
@@ -300,6 +300,8 @@ impl Session<'_> {
                     found: bits.pages(),
                 });
             }
+            // A withdrawn run's pages go again, written by the guest or not.
+            bits.union_with(&t.take_withdrawn(c.position));
             self.recovery.taken[c.position].union_with(&bits);
             out.push(bits);
         }

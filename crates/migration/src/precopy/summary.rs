@@ -52,7 +52,14 @@ pub struct RegionSummary {
     pub zero_pages: u64,
     /// Pages whose host cache lines were flushed before they were read (`flush` policy).
     pub flushed_pages: u64,
-    /// Stream bytes of this region's chunks (`Pages`, or `RegionSkipped`).
+    /// Whether its runs were sent straight from guest memory, the kernel's copy into the
+    /// socket the only copy (a live stream from 1.4, from a source that offers its memory
+    /// in place and tells writes), rather than copied first.
+    pub in_place: bool,
+    /// Runs sent straight from guest memory and withdrawn (`Torn`) because the guest wrote
+    /// to their pages meanwhile; their pages go again in the next round.
+    pub torn_runs: u64,
+    /// Stream bytes of this region's chunks (`Pages`, `Torn`, or `RegionSkipped`).
     pub bytes: u64,
     /// Time spent sending this region's pages (flushing, reading, encoding, writing), over
     /// every round: `bytes / busy` is the region's own throughput, comparable between a

@@ -2,8 +2,17 @@
 //! skipped regions; page rounds with the `flush` policy and zero-page elision; vCPU and
 //! device state; `End` with the totals; and the counts that make the summary.
 //!
-//! This thread gathers runs: it flushes a noncoherent page, reads it, checks it for zero
-//! and copies it into the run, taking its CRC as it goes. Where the host has a CPU for it
+//! A live stream from 1.4 sends a region whose memory is in place, and whose source can
+//! tell whether the guest wrote pages while they were sent, straight from guest memory
+//! ([`InPlace`]): the only copy of a page is the kernel's, into the socket, as QEMU sends.
+//! The run is checksummed after it was handed to the kernel (from the cache that copy left
+//! it in), so a guest that wrote to it meanwhile may have made the two differ; the source
+//! then withdraws the run with `Torn`, and its pages, in the next round's dirty log, are
+//! sent again (see [`crate::format::TORN_SINCE`]).
+//!
+//! Otherwise this thread gathers runs: it flushes a noncoherent page, reads it, checks it
+//! for zero and copies it into the run, which is checksummed and sent as copied. Where the
+//! host has a CPU for it
 //! ([`WriterThread`]), a scoped writer thread hands the previous run to the kernel while
 //! the next is gathered, so the gathering, flushes included, hides behind the socket. On
 //! a host without that CPU (two CPUs and the destination on the same host, as in the
@@ -21,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use super::error::{MigrationError, step};
 use super::summary::{RegionSummary, Summary};
+use crate::bitmap::DirtyBitmap;
 use crate::cache::CacheMaintenance;
 use crate::error::EncodeError;
 use crate::format::{
-    MAX_PAGES_PER_CHUNK, PAGE_SIZE, PageRun, Policy, RegionTotals, StreamHeader, StreamKind,
-    Totals, VmConfig,
+    MAX_PAGES_PER_CHUNK, PAGE_SIZE, PageRecord, PageRun, Policy, RegionTotals, RunHeader,
+    StreamHeader, StreamKind, TORN_SINCE, Totals, VmConfig, is_zero_page,
 };
-use crate::source::{MigrationSource, flush_in_place};
+use crate::source::{MigrationSource, SourceError, flush_in_place};
 use crate::stream::{Chunk, StreamWriter};
 
 /// Which thread writes a region's runs to the stream.
@@ -77,6 +87,12 @@ pub(crate) struct Transfer<'a, W: Write> {
     writer: StreamWriter<W>,
     /// Whether runs are written by a thread of their own ([`WriterThread::Own`]).
     own_writer: bool,
+    /// Whether a region may be sent from memory in place ([`InPlace`]): a live stream that
+    /// can withdraw runs, written inline.
+    in_place: bool,
+    /// Per region (in configuration order), the pages of runs withdrawn since
+    /// [`Transfer::take_withdrawn`] last took them.
+    withdrawn: Vec<DirtyBitmap>,
     source: &'a mut dyn MigrationSource,
     cache: &'a dyn CacheMaintenance,
     config: VmConfig,
@@ -103,7 +119,9 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
         writer: WriterThread,
     ) -> Result<Self, MigrationError> {
         let own_writer = writer.resolve(false) == WriterThread::Own;
-        let mut writer = StreamWriter::new(out, &StreamHeader::new(kind, source.facts()))?;
+        let header = StreamHeader::new(kind, source.facts());
+        let in_place = !own_writer && kind == StreamKind::Live && header.version >= TORN_SINCE;
+        let mut writer = StreamWriter::new(out, &header)?;
         writer.write(&Chunk::VmConfig(config.clone()))?;
         let mut regions = Vec::with_capacity(config.regions.len());
         let mut skipped = 0;
@@ -121,13 +139,20 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
                 data_pages: 0,
                 zero_pages: 0,
                 flushed_pages: 0,
+                in_place: false,
+                torn_runs: 0,
                 bytes,
                 busy: Duration::ZERO,
             });
         }
+        let withdrawn = (config.regions.iter())
+            .map(|r| DirtyBitmap::new(if r.carries_pages() { r.pages() } else { 0 }))
+            .collect();
         Ok(Transfer {
             writer,
             own_writer,
+            in_place,
+            withdrawn,
             source,
             cache,
             config,
@@ -148,6 +173,13 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
         self.writer.position()
     }
 
+    /// The pages of the region at position `region` whose runs were withdrawn since the
+    /// last call: they must be sent again, like dirty pages.
+    pub(crate) fn take_withdrawn(&mut self, region: usize) -> DirtyBitmap {
+        let pages = self.withdrawn[region].pages();
+        std::mem::replace(&mut self.withdrawn[region], DirtyBitmap::new(pages))
+    }
+
     pub(crate) fn writer(&mut self) -> &mut StreamWriter<W> {
         &mut self.writer
     }
@@ -162,11 +194,14 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
     ) -> Result<u64, MigrationError> {
         let started = Instant::now();
         let id = self.config.regions[region].id;
+        let in_place = self.in_place && self.source.written_since_taken(id, &[]).is_some();
         let mut gather = Gather {
             source: &mut *self.source,
             cache: self.cache,
             summary: &mut self.regions[region],
             flush: self.config.regions[region].policy == Policy::Flush,
+            in_place,
+            withdrawn: &mut self.withdrawn[region],
             id,
         };
         let (sent, bytes) = if self.own_writer {
@@ -263,6 +298,10 @@ struct Gather<'t> {
     cache: &'t dyn CacheMaintenance,
     summary: &'t mut RegionSummary,
     flush: bool,
+    /// Send from memory in place where the source has it ([`InPlace`]).
+    in_place: bool,
+    /// The region's pages of runs withdrawn, to be sent again.
+    withdrawn: &'t mut DirtyBitmap,
     id: u32,
 }
 
@@ -284,8 +323,25 @@ impl Gather<'_> {
                 cache,
                 summary: &mut *self.summary,
                 id: self.id,
+                in_place: self
+                    .in_place
+                    .then(|| InPlace::new(&*self.source, memory, self.id, round)),
+                withdrawn: &mut *self.withdrawn,
             };
             return ahead.send(writer, round, pages);
+        }
+        if self.in_place
+            && !self.flush
+            && let Some(memory) = self.source.memory(self.id)
+        {
+            let mut run = InPlace::new(&*self.source, memory, self.id, round);
+            let mut batches = Batches::new(pages);
+            let (mut sent, mut bytes) = (0, 0);
+            while let Some(batch) = batches.next_batch() {
+                bytes += run.send(writer, batch, self.summary, self.withdrawn)?;
+                sent += batch.len() as u64;
+            }
+            return Ok((sent, bytes));
         }
         let mut run = PageRun::new(self.id, round);
         let mut batches = Batches::new(pages);
@@ -390,6 +446,88 @@ fn push_counted(
     Ok(())
 }
 
+/// Runs of one region of one round sent from its memory in place (see the module
+/// documentation): the records are made from the memory (a zero page is a marker), the
+/// run is handed to the kernel and then checksummed, and it is withdrawn with `Torn` when
+/// the source reports a write to one of its data pages since the round's dirty log was
+/// taken. A zero page needs no such care: its marker is all that is sent, and a page
+/// written after it was checked is in the next round's log like any other.
+struct InPlace<'t> {
+    source: &'t dyn MigrationSource,
+    memory: &'t [u8],
+    id: u32,
+    round: u32,
+    /// Scratch kept across runs.
+    records: Vec<PageRecord>,
+    data: Vec<u32>,
+}
+
+impl<'t> InPlace<'t> {
+    fn new(source: &'t dyn MigrationSource, memory: &'t [u8], id: u32, round: u32) -> Self {
+        InPlace {
+            source,
+            memory,
+            id,
+            round,
+            records: Vec::with_capacity(MAX_PAGES_PER_CHUNK),
+            data: Vec::with_capacity(MAX_PAGES_PER_CHUNK),
+        }
+    }
+
+    /// Sends the pages `batch` (a run's worth at most) as one run, counting them in
+    /// `summary`; returns the bytes written, a `Torn` included. A withdrawn run's pages are
+    /// marked in `withdrawn`, all of them: the destination keeps none of a withdrawn run,
+    /// since its checksum no longer vouches for any of its pages.
+    fn send<W: Write>(
+        &mut self,
+        writer: &mut StreamWriter<W>,
+        batch: &[u32],
+        summary: &mut RegionSummary,
+        withdrawn: &mut DirtyBitmap,
+    ) -> Result<u64, MigrationError> {
+        summary.in_place = true;
+        self.records.clear();
+        self.data.clear();
+        for &index in batch {
+            let start = index as usize * PAGE_SIZE;
+            let page = self.memory.get(start..start + PAGE_SIZE).ok_or_else(|| {
+                let missing = format!("region {} has no page {index}", self.id);
+                step("reading a guest page")(SourceError::new(missing))
+            })?;
+            let data = !is_zero_page(page);
+            if data {
+                self.data.push(index);
+                summary.data_pages += 1;
+            } else {
+                summary.zero_pages += 1;
+            }
+            self.records.push(PageRecord { index, data });
+        }
+        let header = RunHeader {
+            region: self.id,
+            round: self.round,
+            count: self.records.len() as u32,
+        };
+        let mut bytes = writer.write_pages_in_place(header, &self.records, self.memory)?;
+        // A source that can no longer tell is taken to have seen a write: withdrawing a
+        // run that did not tear costs its pages once more, never a byte of the guest's.
+        let written = self
+            .source
+            .written_since_taken(self.id, &self.data)
+            .unwrap_or(Ok(true))
+            .map_err(step("checking the pages sent for writes"))?;
+        if written {
+            bytes += writer.write(&Chunk::Torn {
+                region: self.id,
+                round: self.round,
+            })?;
+            summary.torn_runs += 1;
+            batch.iter().for_each(|&index| withdrawn.set(index));
+        }
+        Ok(bytes)
+    }
+}
+
 /// [`Gather::inline`] for a `flush` region whose memory is in place, with a cache another
 /// thread may use: a helper thread flushes the next run's pages while this one copies and
 /// writes the last, so that the flushes, which would otherwise add a sixth to this thread's
@@ -400,6 +538,9 @@ struct FlushAhead<'t> {
     cache: &'t (dyn CacheMaintenance + Sync),
     summary: &'t mut RegionSummary,
     id: u32,
+    /// Each flushed run is sent in place, not copied.
+    in_place: Option<InPlace<'t>>,
+    withdrawn: &'t mut DirtyBitmap,
 }
 
 /// Runs the helper flushes ahead of the one being copied.
@@ -417,6 +558,8 @@ impl FlushAhead<'_> {
             cache,
             summary,
             id,
+            mut in_place,
+            withdrawn,
         } = self;
         thread::scope(|scope| {
             // Made inside the scope, so that an early return drops them and the helper,
@@ -455,10 +598,13 @@ impl FlushAhead<'_> {
                     .map_err(step("flushing guest pages"))?;
                 queued -= 1;
                 summary.flushed_pages += batch.len() as u64;
-                for &index in &batch {
-                    let start = index as usize * PAGE_SIZE;
-                    // In range: the helper flushed it.
-                    push_counted(&mut run, summary, index, &memory[start..start + PAGE_SIZE])?;
+                if in_place.is_none() {
+                    for &index in &batch {
+                        let start = index as usize * PAGE_SIZE;
+                        // In range: the helper flushed it.
+                        let page = &memory[start..start + PAGE_SIZE];
+                        push_counted(&mut run, summary, index, page)?;
+                    }
                 }
                 // Queued before the write, so that it is flushed while this run is written.
                 if let Some(batch) = next_batch() {
@@ -467,7 +613,10 @@ impl FlushAhead<'_> {
                         .expect("the helper runs until the queue closes");
                     queued += 1;
                 }
-                bytes += writer.write_pages(&mut run)?;
+                bytes += match &mut in_place {
+                    Some(in_place) => in_place.send(writer, &batch, summary, withdrawn)?,
+                    None => writer.write_pages(&mut run)?,
+                };
                 sent += batch.len() as u64;
                 run.clear();
             }
@@ -543,9 +692,9 @@ mod tests {
 
     use super::*;
     use crate::format::{
-        DeviceState, RegionConfig, RegionKind, Registration, SourceFacts, VcpuState, Vendor,
+        DeviceState, HEADER_LEN, RegionConfig, RegionKind, Registration, SourceFacts, VcpuState,
+        Vendor,
     };
-    use crate::{DirtyBitmap, SourceError};
 
     /// What happened, in order, on any thread: a page handed out by `page`, a page's lines
     /// flushed, a fence, a write to the stream.
@@ -564,11 +713,13 @@ mod tests {
     }
 
     /// One `flush` region of `pages` pages in a buffer; every page read through `page` is
-    /// logged. `in_place` offers the buffer as the region's memory.
+    /// logged. `in_place` offers the buffer as the region's memory; `tells_writes` also
+    /// answers `written_since_taken` (nothing is ever written).
     struct Bar {
         memory: Vec<u8>,
         log: Log,
         in_place: bool,
+        tells_writes: bool,
     }
 
     impl MigrationSource for Bar {
@@ -589,6 +740,9 @@ mod tests {
         }
         fn memory(&self, _: u32) -> Option<&[u8]> {
             self.in_place.then_some(&self.memory[..])
+        }
+        fn written_since_taken(&self, _: u32, _: &[u32]) -> Option<Result<bool, SourceError>> {
+            self.tells_writes.then_some(Ok(false))
         }
         // Only pages are sent in these tests.
         fn start_dirty_log(&mut self) -> Result<(), SourceError> {
@@ -700,36 +854,64 @@ mod tests {
         assert_eq!(WriterThread::Auto.resolve(true), own(cpus >= 3));
     }
 
+    /// One way of sending a `flush` region.
+    #[derive(Debug, Clone, Copy)]
+    struct Way {
+        writer: WriterThread,
+        /// The source offers its memory in place.
+        in_place: bool,
+        /// The cache may be used by a helper thread.
+        shared: bool,
+        /// A live stream from a source that tells writes: runs are sent from memory in
+        /// place where the memory is.
+        live: bool,
+    }
+
     #[test]
     fn every_flush_page_is_read_and_written_after_its_flush_was_fenced_one_fence_per_run() {
-        // (writer, memory in place, cache shared): through `page`, flushed in place by the
-        // source, and flushed ahead by a helper thread.
+        // Through `page`, flushed in place by the source, flushed ahead by a helper thread;
+        // and in a live stream, sent straight from memory after the helper's fence.
+        let way = |writer, in_place, shared, live| Way {
+            writer,
+            in_place,
+            shared,
+            live,
+        };
         let ways = [
-            (WriterThread::Own, false, false),
-            (WriterThread::Inline, false, false),
-            (WriterThread::Own, true, true),
-            (WriterThread::Inline, true, false),
-            (WriterThread::Inline, true, true),
+            way(WriterThread::Own, false, false, false),
+            way(WriterThread::Inline, false, false, false),
+            way(WriterThread::Own, true, true, false),
+            way(WriterThread::Inline, true, false, false),
+            way(WriterThread::Inline, true, true, false),
+            way(WriterThread::Own, true, true, true),
+            way(WriterThread::Inline, true, true, true),
         ];
-        let streams: Vec<Vec<u8>> = ways
-            .iter()
-            .map(|&(writer, in_place, shared)| flushes_are_fenced_first(writer, in_place, shared))
-            .collect();
+        let streams: Vec<Vec<u8>> = ways.iter().map(|&w| flushes_are_fenced_first(w)).collect();
+        // The stream header says whether the stream is live; the chunks are the same.
         assert!(
-            streams.windows(2).all(|w| w[0] == w[1]),
-            "every way writes the same stream"
+            streams
+                .windows(2)
+                .all(|w| w[0][HEADER_LEN..] == w[1][HEADER_LEN..]),
+            "every way writes the same chunks"
         );
     }
 
     /// Sends a `flush` region one way, checks the flushes, returns the stream.
-    fn flushes_are_fenced_first(writer: WriterThread, in_place: bool, shared: bool) -> Vec<u8> {
-        let way = format!("{writer}, in place {in_place}, shared {shared}");
+    fn flushes_are_fenced_first(how: Way) -> Vec<u8> {
+        let Way {
+            writer,
+            in_place,
+            shared,
+            live,
+        } = how;
+        let way = format!("{how:?}");
         let pages = 2 * MAX_PAGES_PER_CHUNK + 88;
         let log = Log::default();
         let mut bar = Bar {
             memory: (0..pages * PAGE_SIZE).map(|i| (i / 7) as u8 | 1).collect(),
             log: Arc::clone(&log),
             in_place,
+            tells_writes: live,
         };
         let cache = Cache {
             base: bar.memory.as_ptr() as usize,
@@ -741,8 +923,12 @@ mod tests {
             bytes: Vec::new(),
             log: Arc::clone(&log),
         };
-        let mut t =
-            Transfer::start(out, StreamKind::Snapshot, &mut bar, &cache, config, writer).unwrap();
+        let kind = if live {
+            StreamKind::Live
+        } else {
+            StreamKind::Snapshot
+        };
+        let mut t = Transfer::start(out, kind, &mut bar, &cache, config, writer).unwrap();
         assert_eq!(t.send_pages(0, 0, 0..pages as u32).unwrap(), pages as u64);
         let summary = t.summary(Duration::ZERO, Duration::ZERO, 1, true);
         assert_eq!(summary.regions[0].flushed_pages, pages as u64, "{way}");
@@ -755,7 +941,10 @@ mod tests {
         assert_eq!(count(Event::Fence), 3, "{way}: one fence per run of pages");
         let (mut flushed, mut fenced) = (HashSet::new(), HashSet::new());
         let mut reads = vec![None; pages];
-        let mut runs_written = 0;
+        // A run sent in place is two writes: its bytes, then the checksum taken after.
+        let sent_in_place = live && writer == WriterThread::Inline && in_place && shared;
+        let writes_per_run = if sent_in_place { 2 } else { 1 };
+        let mut writes = 0;
         for (at, event) in log.iter().enumerate() {
             match *event {
                 Event::Flush(i) => assert!(flushed.insert(i), "{way}: page {i} flushed twice"),
@@ -764,18 +953,19 @@ mod tests {
                 // Writes before the first flush are the stream's header and configuration;
                 // each later one is a run, whose pages must all have been fenced.
                 Event::Written if !flushed.is_empty() => {
-                    let run = runs_written * MAX_PAGES_PER_CHUNK..;
-                    let run = run.start..(run.start + MAX_PAGES_PER_CHUNK).min(pages);
+                    let run = writes / writes_per_run;
+                    let first = run * MAX_PAGES_PER_CHUNK;
+                    let pages = first..(first + MAX_PAGES_PER_CHUNK).min(pages);
                     assert!(
-                        run.clone().all(|i| fenced.contains(&(i as u32))),
-                        "{way}: run {runs_written} written before its fence"
+                        pages.clone().all(|i| fenced.contains(&(i as u32))),
+                        "{way}: run {run} written before its fence"
                     );
-                    runs_written += 1;
+                    writes += 1;
                 }
                 Event::Written => {}
             }
         }
-        assert_eq!(runs_written, 3, "{way}");
+        assert_eq!(writes, 3 * writes_per_run, "{way}");
         // Through `page` unless a helper flushed ahead (then pages are read in place).
         let through_page = !(writer == WriterThread::Inline && in_place && shared);
         for (i, read) in reads.iter().enumerate() {

@@ -32,6 +32,14 @@ pub enum Chunk {
     },
     /// The totals; the last chunk.
     End(Totals),
+    /// The `Pages` run just before (of this region and round) is withdrawn: the guest wrote
+    /// to its pages while they were sent, and they will be sent again.
+    Torn {
+        /// The run's region id.
+        region: u32,
+        /// The run's round.
+        round: u32,
+    },
 }
 
 impl Chunk {
@@ -44,6 +52,7 @@ impl Chunk {
             Chunk::Device(_) => ChunkKind::Device,
             Chunk::RegionSkipped { .. } => ChunkKind::RegionSkipped,
             Chunk::End(_) => ChunkKind::End,
+            Chunk::Torn { .. } => ChunkKind::Torn,
         }
     }
 
@@ -63,6 +72,12 @@ impl Chunk {
                 Ok(())
             }
             Chunk::End(t) => t.encode(buf),
+            Chunk::Torn { region, round } => {
+                let mut enc = Enc::new(buf);
+                enc.u32(*region);
+                enc.u32(*round);
+                Ok(())
+            }
         }
     }
 
@@ -83,6 +98,13 @@ impl Chunk {
                 Chunk::RegionSkipped { region }
             }
             ChunkKind::End => Chunk::End(Totals::decode(payload)?),
+            ChunkKind::Torn => {
+                let mut dec = Dec::new(payload);
+                let region = dec.u32("torn region id")?;
+                let round = dec.u32("torn round")?;
+                dec.finish()?;
+                Chunk::Torn { region, round }
+            }
             // The chunk header decoder refuses kind 0 before any payload is read; a
             // payload is never decoded as one.
             ChunkKind::Invalid => {

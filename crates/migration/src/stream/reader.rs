@@ -4,7 +4,8 @@
 //! records-first `Pages` run is the exception: its header and records are read and checked
 //! (their own CRC, the count's cap, the length they imply against the declared one), then
 //! its pages are read straight into a [`PageSink`], and the trailer checksum is checked
-//! before the sink is told the run is complete.
+//! before the sink is told the run is complete (or, if it fails, asked whether the run may
+//! yet be withdrawn: see [`PageSink::unverified_run`]).
 
 use std::io::Read;
 
@@ -15,7 +16,8 @@ use crate::error::{Malformation, StreamError};
 use crate::format::wire::read_full;
 use crate::format::{
     CHUNK_HEADER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PAGE_SIZE, PageRecord,
-    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, RunHeader, StreamHeader, decode_records,
+    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, RunHeader, StreamHeader, TORN_SINCE,
+    decode_records,
 };
 
 /// Reads a stream.
@@ -78,6 +80,13 @@ impl<R: Read> StreamReader<R> {
         let mut raw = [0u8; CHUNK_HEADER_LEN];
         read_full(&mut framed, &mut raw, offset, "a chunk header")?;
         let header = ChunkHeader::decode(&raw, offset)?;
+        if header.kind == ChunkKind::Torn && self.header.version < TORN_SINCE {
+            // The kind did not exist in the stream's version.
+            return Err(StreamError::UnknownChunkKind {
+                offset,
+                value: ChunkKind::Torn as u16,
+            });
+        }
         let payload_at = offset + CHUNK_HEADER_LEN as u64;
         let streamed = header.kind == ChunkKind::Pages && self.layout == Layout::RecordsFirst;
         if streamed {
@@ -113,19 +122,27 @@ impl<R: Read> StreamReader<R> {
             "a chunk checksum",
         )?;
         let stored = u64::from_le_bytes(trailer);
-        if stored != computed {
-            return Err(StreamError::ChunkChecksum {
-                kind: header.kind,
-                offset,
-                stored,
-                computed,
-            });
-        }
-        self.position = trailer_at + 8;
+        let verified = stored == computed;
+        let mismatch = StreamError::ChunkChecksum {
+            kind: header.kind,
+            offset,
+            stored,
+            computed,
+        };
         if streamed {
-            sink.end_run(&self.records);
+            if verified {
+                sink.end_run(&self.records);
+            } else {
+                // The sink decides: a run may be withdrawn by the `Torn` chunk after it.
+                sink.unverified_run(&self.records, mismatch)?;
+            }
+            self.position = trailer_at + 8;
             return Ok(None);
         }
+        if !verified {
+            return Err(mismatch);
+        }
+        self.position = trailer_at + 8;
         let malformed = |error| StreamError::Malformed {
             kind: header.kind,
             offset,
@@ -244,5 +261,6 @@ fn payload_what(kind: ChunkKind) -> &'static str {
         ChunkKind::Device => "a Device chunk payload",
         ChunkKind::RegionSkipped => "a RegionSkipped chunk payload",
         ChunkKind::End => "an End chunk payload",
+        ChunkKind::Torn => "a Torn chunk payload",
     }
 }

@@ -24,6 +24,20 @@ pub trait PageSink {
 
     /// The run's chunk verified: its pages (zero pages included) count as received.
     fn end_run(&mut self, records: &[PageRecord]);
+
+    /// The run's chunk failed its checksum (`error`, the refusal). The default refuses the
+    /// stream. A live destination of 1.4 on ([`crate::format::TORN_SINCE`]) may hold the
+    /// run's pages unverified instead, provided the next chunk withdraws the run (`Torn`):
+    /// a source sending from the running guest's memory cannot checksum exactly the bytes
+    /// the kernel copied when the guest wrote them meanwhile.
+    fn unverified_run(
+        &mut self,
+        records: &[PageRecord],
+        error: StreamError,
+    ) -> Result<(), StreamError> {
+        let _ = records;
+        Err(error)
+    }
 }
 
 /// Hands `run`, read whole, to `sink` as the reader would have.

@@ -7,8 +7,8 @@ use super::Chunk;
 use crate::checksum::ChunkChecksum;
 use crate::error::EncodeError;
 use crate::format::{
-    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PageRun,
-    StreamHeader,
+    CHUNK_HEADER_LEN, CHUNK_TRAILER_LEN, ChunkHeader, ChunkKind, HEADER_LEN, Layout, PAGE_SIZE,
+    PageRecord, PageRun, RunHeader, StreamHeader, encode_head, page_stretches,
 };
 
 /// Writes a stream.
@@ -61,12 +61,69 @@ impl<W: Write> StreamWriter<W> {
     /// reuse the run; in a records-first stream, straight from the run's buffers.
     pub fn write_pages(&mut self, run: &mut PageRun) -> Result<u64, EncodeError> {
         match self.layout {
-            Layout::RecordsFirst => self.frame(ChunkKind::Pages, &run.records_first()),
+            Layout::RecordsFirst => self.frame(
+                ChunkKind::Pages,
+                &run.records_first(),
+                Checksum::BeforeWrite,
+            ),
             Layout::Interleaved => self.frame_encoded(ChunkKind::Pages, |buf| {
                 run.encode(Layout::Interleaved, buf);
                 Ok(())
             }),
         }
+    }
+
+    /// Writes a `Pages` run of the pages `records` names, whose contents are read from
+    /// `memory` (a region's bytes in place: page `index` at `index * PAGE_SIZE`) rather
+    /// than from a copy. In a records-first stream they are handed to the kernel first
+    /// and checksummed after, from the cache the kernel's copy left them in; if the memory
+    /// changed meanwhile, the trailer disagrees with the bytes sent, and the caller, which
+    /// can tell, withdraws the run (`Torn`). Returns the chunk's size.
+    pub fn write_pages_in_place(
+        &mut self,
+        header: RunHeader,
+        records: &[PageRecord],
+        memory: &[u8],
+    ) -> Result<u64, EncodeError> {
+        let pages = (memory.len() / PAGE_SIZE) as u64;
+        if let Some(r) = records.iter().find(|r| u64::from(r.index) >= pages) {
+            return Err(EncodeError::PageOutsideMemory {
+                index: r.index,
+                pages,
+            });
+        }
+        let page = |index: u32| {
+            let at = index as usize * PAGE_SIZE;
+            &memory[at..at + PAGE_SIZE]
+        };
+        let mut head = std::mem::take(&mut self.payload);
+        head.clear();
+        let written = match self.layout {
+            Layout::RecordsFirst => {
+                encode_head(header, records, &mut head);
+                let stretches = page_stretches(records.iter().map(|r| r.data.then_some(r.index)));
+                let parts: Vec<&[u8]> = std::iter::once(&head[..])
+                    .chain(stretches.map(|(first, count)| {
+                        let at = first as usize * PAGE_SIZE;
+                        &memory[at..at + count * PAGE_SIZE]
+                    }))
+                    .collect();
+                self.frame(ChunkKind::Pages, &parts, Checksum::AfterWrite)
+            }
+            Layout::Interleaved => {
+                // The pages are copied into the payload, and checksummed as copied.
+                let mut run = PageRun::new(header.region, header.round);
+                let pushed = records
+                    .iter()
+                    .try_for_each(|r| run.push_record(*r, page(r.index)));
+                pushed.and_then(|()| {
+                    run.encode(Layout::Interleaved, &mut head);
+                    self.frame(ChunkKind::Pages, &[&head], Checksum::BeforeWrite)
+                })
+            }
+        };
+        self.payload = head;
+        written
     }
 
     /// Frames the payload `encode` appends to the writer's reused buffer.
@@ -77,13 +134,20 @@ impl<W: Write> StreamWriter<W> {
     ) -> Result<u64, EncodeError> {
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
-        let framed = encode(&mut payload).and_then(|()| self.frame(kind, &[&payload]));
+        let framed = encode(&mut payload)
+            .and_then(|()| self.frame(kind, &[&payload], Checksum::BeforeWrite));
         self.payload = payload;
         framed
     }
 
-    /// Frames the concatenation of `parts` as the payload of a chunk of `kind`.
-    fn frame(&mut self, kind: ChunkKind, parts: &[&[u8]]) -> Result<u64, EncodeError> {
+    /// Frames the concatenation of `parts` as the payload of a chunk of `kind`, checksummed
+    /// as `when` says.
+    fn frame(
+        &mut self,
+        kind: ChunkKind,
+        parts: &[&[u8]],
+        when: Checksum,
+    ) -> Result<u64, EncodeError> {
         let len = parts.iter().map(|p| p.len()).sum::<usize>();
         // Each encoder checks its own counts against the caps, so this holds; checked
         // anyway because a reader would refuse the chunk.
@@ -103,21 +167,37 @@ impl<W: Write> StreamWriter<W> {
         // A run's pages are checksummed here, from the run (1 MiB, still in the cache from
         // the copy into it), rather than page by page as they are copied in: measured here,
         // XXH3 over the whole run costs less than fused into the copy loop.
-        let mut digest = self.checksum.start();
-        digest.update(&header);
-        for part in parts {
-            digest.update(part);
+        let checksum = self.checksum;
+        let trailer = || {
+            let mut digest = checksum.start();
+            digest.update(&header);
+            for part in parts {
+                digest.update(part);
+            }
+            digest.finish().to_le_bytes()
+        };
+        match when {
+            Checksum::BeforeWrite => {
+                // One gathering write for the whole chunk: a run is then one system call,
+                // not a small write of its header and records (on its own segment, under
+                // TCP_NODELAY, waking the destination for it) followed by its data.
+                let trailer = trailer();
+                let mut slices: Vec<IoSlice<'_>> = std::iter::once(&header[..])
+                    .chain(parts.iter().copied())
+                    .chain([&trailer[..]])
+                    .map(IoSlice::new)
+                    .collect();
+                write_all_vectored(&mut self.inner, &mut slices)?;
+            }
+            Checksum::AfterWrite => {
+                let mut slices: Vec<IoSlice<'_>> = std::iter::once(&header[..])
+                    .chain(parts.iter().copied())
+                    .map(IoSlice::new)
+                    .collect();
+                write_all_vectored(&mut self.inner, &mut slices)?;
+                self.inner.write_all(&trailer())?;
+            }
         }
-        let trailer = digest.finish().to_le_bytes();
-        // One gathering write for the whole chunk: a run is then one system call, not a
-        // small write of its header and records (on its own segment, under TCP_NODELAY,
-        // waking the destination for it) followed by its data.
-        let mut slices: Vec<IoSlice<'_>> = std::iter::once(&header[..])
-            .chain(parts.iter().copied())
-            .chain([&trailer[..]])
-            .map(IoSlice::new)
-            .collect();
-        write_all_vectored(&mut self.inner, &mut slices)?;
         let size = (CHUNK_HEADER_LEN + len + CHUNK_TRAILER_LEN) as u64;
         self.position += size;
         Ok(size)
@@ -143,6 +223,17 @@ impl<W: Write> StreamWriter<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+}
+
+/// When a chunk's checksum is taken.
+#[derive(Debug, Clone, Copy)]
+enum Checksum {
+    /// Before its bytes are written: they are the writer's own and cannot change.
+    BeforeWrite,
+    /// After: the bytes are read where they lie, once by the kernel's copy into the
+    /// socket (from memory) and once by the checksum (from the cache that copy filled), not
+    /// twice from memory.
+    AfterWrite,
 }
 
 /// Writes every byte of `slices`, in order, in as few `write_vectored` calls as `out` takes.
@@ -206,6 +297,47 @@ mod tests {
         let mut out = Dribble(Vec::new());
         write_all_vectored(&mut out, &mut slices).unwrap();
         assert_eq!(out.0, b"chunk header and a longer body!");
+    }
+
+    #[test]
+    fn a_run_sent_from_memory_in_place_is_the_run_copied_in_every_version() {
+        // Pages 3, 4, 5 and 9 of a 12-page region, page 4 zero: the in-place writer reads
+        // the data pages where they lie, in two stretches, and checksums them after the
+        // write; unchanged memory makes the very bytes of the copied run.
+        let memory: Vec<u8> = (0..12 * PAGE_SIZE)
+            .map(|i| {
+                if i / PAGE_SIZE == 4 {
+                    0
+                } else {
+                    (i % 251) as u8
+                }
+            })
+            .collect();
+        let page = |i: usize| &memory[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
+        let mut run = PageRun::new(1, 2);
+        for i in [3, 4, 5, 9] {
+            run.push(i as u32, page(i)).unwrap();
+        }
+        for version in [Version::new(1, 0), Version::new(1, 2), VERSION] {
+            let mut copied = writer_of(version);
+            let size = copied.write_pages(&mut run).unwrap();
+            let mut in_place = writer_of(version);
+            let written = in_place.write_pages_in_place(run.header(), run.records(), &memory);
+            assert_eq!(written.unwrap(), size, "{version}");
+            assert_eq!(in_place.position(), copied.position());
+            assert_eq!(in_place.into_inner(), copied.into_inner(), "{version}");
+        }
+        let beyond = [PageRecord {
+            index: 12,
+            data: true,
+        }];
+        assert_eq!(
+            writer_of(VERSION).write_pages_in_place(run.header(), &beyond, &memory),
+            Err(EncodeError::PageOutsideMemory {
+                index: 12,
+                pages: 12
+            })
+        );
     }
 
     #[test]

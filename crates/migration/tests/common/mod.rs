@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use migration::format::*;
 use migration::{CacheMaintenance, DirtyBitmap, MigrationSource, SourceError};
@@ -62,6 +63,12 @@ pub struct FakeVm {
     pub pauses: u32,
     pub resumes: u32,
     pub guest_writes: u64,
+    /// Offer its memory in place, with `written_since_taken`, as a VMM does: a live sender
+    /// then sends pages straight from it.
+    pub in_place: bool,
+    /// Pages (region id, index) the guest is taken to write while a run holding them is
+    /// sent in place: `written_since_taken` reports each once, as a write it saw.
+    pub tears: Mutex<Vec<(u32, u32)>>,
     /// Writes by the CPU: what KVM's dirty log sees.
     kvm_log: Vec<DirtyBitmap>,
     /// Writes by the device (DMA into noncoherent regions): only the device model sees them.
@@ -144,6 +151,8 @@ impl FakeVm {
             pauses: 0,
             resumes: 0,
             guest_writes: 0,
+            in_place: false,
+            tears: Mutex::new(Vec::new()),
             kvm_log: logs.clone(),
             device_log: logs.clone(),
             handed_out: logs,
@@ -331,6 +340,32 @@ impl MigrationSource for FakeVm {
         let at = index as usize * PAGE_SIZE;
         let position = self.position(region);
         Ok(&self.memory[position][at..at + PAGE_SIZE])
+    }
+
+    fn memory(&self, region: u32) -> Option<&[u8]> {
+        self.in_place
+            .then(|| &self.memory[self.position(region)][..])
+    }
+
+    fn written_since_taken(
+        &self,
+        region: u32,
+        indexes: &[u32],
+    ) -> Option<Result<bool, SourceError>> {
+        if !self.in_place {
+            return None;
+        }
+        let position = self.position(region);
+        let logged = (indexes.iter())
+            .any(|&i| self.kvm_log[position].get(i) || self.device_log[position].get(i));
+        let mut tears = self.tears.lock().unwrap();
+        let torn = tears
+            .iter()
+            .position(|&(r, i)| r == region && indexes.contains(&i));
+        if let Some(t) = torn {
+            tears.remove(t);
+        }
+        Some(Ok(logged || torn.is_some()))
     }
 
     fn start_dirty_log(&mut self) -> Result<(), SourceError> {

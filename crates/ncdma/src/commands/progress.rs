@@ -102,20 +102,36 @@ pub(crate) fn summary_text(s: &Summary) -> String {
         }
     );
     out.push_str(&format!(
-        "{:<10} {:<7} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
-        "region", "policy", "data pages", "zero pages", "flushed", "MiB", "MiB/s"
+        "{:<10} {:<7} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
+        "region", "policy", "data pages", "zero pages", "flushed", "torn runs", "MiB", "MiB/s"
     ));
     for r in &s.regions {
         out.push_str(&format!(
-            "{:<10} {:<7} {:>10} {:>10} {:>10} {:>12.1} {:>10.1}\n",
+            "{:<10} {:<7} {:>10} {:>10} {:>10} {:>10} {:>12.1} {:>10.1}\n",
             r.name,
             r.policy.to_string(),
             r.data_pages,
             r.zero_pages,
             r.flushed_pages,
+            r.torn_runs,
             r.bytes as f64 / MIB,
             rate(r.bytes, r.busy)
         ));
+    }
+    let in_place: Vec<&str> = (s.regions.iter().filter(|r| r.in_place))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !in_place.is_empty() {
+        out.push_str(&format!(
+            "sent straight from guest memory (no copy before the socket's): {}\n",
+            in_place.join(", ")
+        ));
+    }
+    if s.regions.iter().any(|r| r.torn_runs > 0) {
+        out.push_str(
+            "(torn runs: sent straight from guest memory, written by the guest meanwhile, \
+             withdrawn and sent again)\n",
+        );
     }
     let by_policy: Vec<String> = [Policy::Copy, Policy::Flush, Policy::Skip]
         .iter()
@@ -139,6 +155,8 @@ pub(crate) fn summary_json(s: &Summary) -> Value {
                 "data_pages": r.data_pages,
                 "zero_pages": r.zero_pages,
                 "flushed_pages": r.flushed_pages,
+                "in_place": r.in_place,
+                "torn_runs": r.torn_runs,
                 "bytes": r.bytes,
                 "busy_ms": r.busy.as_secs_f64() * 1e3,
             })

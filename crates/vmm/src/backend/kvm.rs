@@ -128,6 +128,17 @@ impl RealKvm {
         }
     }
 
+    /// `KVM_GET_DIRTY_LOG`, which needs only the VM fd.
+    fn dirty_log(&self, slot: u32) -> Result<Vec<u64>> {
+        // A slot we have no size for does not exist, so KVM fails before writing the bitmap
+        // (ENOENT, or EINVAL for an id out of range); an empty buffer is then never touched.
+        let size = self.slot_sizes.get(&slot).copied().unwrap_or(0);
+        let size = usize::try_from(size).map_err(|_| BackendError::GetDirtyLog(Errno::EINVAL))?;
+        self.vm
+            .get_dirty_log(slot, size)
+            .map_err(|e| BackendError::GetDirtyLog(errno(e)))
+    }
+
     fn create_device_test(&self, dev_type: u32, flags: u32) -> std::result::Result<(), Errno> {
         let mut device = kvm_create_device {
             type_: dev_type,
@@ -260,13 +271,11 @@ impl Backend for RealKvm {
     }
 
     fn get_dirty_log(&mut self, slot: u32) -> Result<Vec<u64>> {
-        // A slot we have no size for does not exist, so KVM fails before writing the bitmap
-        // (ENOENT, or EINVAL for an id out of range); an empty buffer is then never touched.
-        let size = self.slot_sizes.get(&slot).copied().unwrap_or(0);
-        let size = usize::try_from(size).map_err(|_| BackendError::GetDirtyLog(Errno::EINVAL))?;
-        self.vm
-            .get_dirty_log(slot, size)
-            .map_err(|e| BackendError::GetDirtyLog(errno(e)))
+        self.dirty_log(slot)
+    }
+
+    fn get_dirty_log_shared(&self, slot: u32) -> Option<Result<Vec<u64>>> {
+        Some(self.dirty_log(slot))
     }
 }
 

@@ -192,6 +192,15 @@ pub trait Backend {
     /// as 64-bit words, one bit per page, cleared by the read.
     fn get_dirty_log(&mut self, slot: u32) -> Result<Vec<u64>>;
 
+    /// [`get_dirty_log`](Self::get_dirty_log) through a shared borrow, for a backend that
+    /// can (a real VM fd: the kernel orders the ioctl against the others itself), so that a
+    /// sender may look at the log while it holds guest memory borrowed. `None`, the
+    /// default: the backend must be borrowed mutably (the model).
+    fn get_dirty_log_shared(&self, slot: u32) -> Option<Result<Vec<u64>>> {
+        let _ = slot;
+        None
+    }
+
     /// The VM's noncoherent DMA count, where the kernel lets one see it. A real kernel does
     /// not export it, so the default is `None`; the model overrides this.
     fn noncoherent_dma_count(&self) -> Option<u32> {

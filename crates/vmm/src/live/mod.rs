@@ -27,6 +27,8 @@ mod vcpu;
 pub use error::LiveError;
 pub use gpu::{GPU_DEVICE, GpuState};
 
+use std::sync::Mutex;
+
 use memtype::pat::PAT_LINUX_DEFAULT;
 use migration::DirtyBitmap;
 use migration::format::{PAGE_SIZE, Policy as WirePolicy};
@@ -95,8 +97,15 @@ pub struct LiveVm {
     vcpu: VcpuThread,
     vm: GuestVm,
     bar: Option<Bar>,
-    /// Dirty bits handed back after a failed migration, by region id.
-    returned: [DirtyBitmap; 2],
+    /// Dirty bits out of the logs but not yet handed to a migration, by region id: bits a
+    /// failed migration handed back, and bits taken to look whether pages being sent were
+    /// written ([`MigrationSource::written_since_taken`]). The next
+    /// [`MigrationSource::dirty_pages`] hands them out. Locked because that look is made
+    /// through a shared borrow.
+    ///
+    /// [`MigrationSource::written_since_taken`]: migration::MigrationSource::written_since_taken
+    /// [`MigrationSource::dirty_pages`]: migration::MigrationSource::dirty_pages
+    held: Mutex<[DirtyBitmap; 2]>,
 }
 
 /// The BAR's slot, registration and travel policy.
@@ -216,7 +225,7 @@ impl LiveVm {
             vcpu,
             vm,
             bar,
-            returned: [DirtyBitmap::new(ram_pages), DirtyBitmap::new(bar_pages)],
+            held: Mutex::new([DirtyBitmap::new(ram_pages), DirtyBitmap::new(bar_pages)]),
         })
     }
 

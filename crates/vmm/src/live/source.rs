@@ -7,6 +7,8 @@ use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use migration::format::{
     DeviceState, PAGE_SIZE, RegionConfig, RegionKind, SourceFacts, VcpuState, Vendor, VmConfig,
 };
+use std::sync::{MutexGuard, PoisonError};
+
 use migration::{DirtyBitmap, MigrationSource, SourceError};
 use uapi::SlotId;
 
@@ -27,6 +29,12 @@ impl LiveVm {
             }
             _ => Err(SourceError::new(format!("no region {id}"))),
         }
+    }
+
+    /// The bits out of the logs but not handed out (a poisoned lock still holds them: every
+    /// update of them is a single union or reset).
+    fn held(&self) -> MutexGuard<'_, [DirtyBitmap; 2]> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -122,17 +130,44 @@ impl MigrationSource for LiveVm {
         {
             dirty.union_with(&gpu.take_dirty());
         }
-        let returned = &mut self.returned[region as usize];
-        dirty.union_with(returned);
-        *returned = DirtyBitmap::new(pages);
+        let held = &mut self.held()[region as usize];
+        dirty.union_with(held);
+        *held = DirtyBitmap::new(pages);
         Ok(dirty)
     }
 
-    fn return_dirty_pages(&mut self, region: u32, pages: &DirtyBitmap) {
-        if let Some(returned) = self.returned.get_mut(region as usize)
-            && returned.pages() == pages.pages()
+    fn written_since_taken(
+        &self,
+        region: u32,
+        indexes: &[u32],
+    ) -> Option<Result<bool, SourceError>> {
+        let (slot, bytes) = match self.region_memory(region) {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        let pages = (bytes.len() / PAGE_SIZE) as u32;
+        // KVM's log can only be read by taking it: what is taken is held, for the next
+        // `dirty_pages` to hand out with the rest.
+        let words = match self.vm.backend().get_dirty_log_shared(slot.raw())? {
+            Ok(words) => words,
+            Err(e) => return Some(Err(SourceError::new(e))),
+        };
+        let mut held = self.held();
+        let held = &mut held[region as usize];
+        held.union_with(&DirtyBitmap::from_words(pages, words));
+        if region == BAR_ID
+            && let Some(gpu) = &self.gpu
         {
-            returned.union_with(pages);
+            held.union_with(&gpu.take_dirty());
+        }
+        Some(Ok(indexes.iter().any(|&index| held.get(index))))
+    }
+
+    fn return_dirty_pages(&mut self, region: u32, pages: &DirtyBitmap) {
+        if let Some(held) = self.held().get_mut(region as usize)
+            && held.pages() == pages.pages()
+        {
+            held.union_with(pages);
         }
     }
 
