@@ -116,7 +116,9 @@ fn header() -> StreamHeader {
     )
 }
 
-/// A valid stream of a small VM, with its chunk layout: `(offset, payload length)`.
+/// A valid stream of a small VM, with its chunk layout: `(offset, payload length)`. Its
+/// "ram" run of round 0 is withdrawn (`Torn`) and sent again in round 1, so that mutations
+/// reach a withdrawal and the pages it leaves unverified too.
 fn valid_stream() -> (Vec<u8>, Vec<(usize, usize)>) {
     let vm = FakeVm::new(31, 4, 2, Policy::Flush);
     let mut w = StreamWriter::new(Vec::new(), &header()).unwrap();
@@ -140,22 +142,38 @@ fn valid_stream() -> (Vec<u8>, Vec<(usize, usize)>) {
             }
         }
         put(&mut w, &Chunk::Pages(run));
+        if id == 0 {
+            put(
+                &mut w,
+                &Chunk::Torn {
+                    region: 0,
+                    round: 0,
+                },
+            );
+        }
         regions.push(RegionTotals {
             id,
             data_pages: data,
             zero_pages: zero,
         });
     }
+    let mut again = PageRun::new(0, 1);
+    for (index, page) in vm.memory[0].chunks(PAGE_SIZE).enumerate() {
+        again.push(index as u32, page).unwrap();
+    }
+    regions[0].data_pages *= 2;
+    regions[0].zero_pages *= 2;
+    put(&mut w, &Chunk::Pages(again));
     for v in &vm.vcpus {
         put(&mut w, &Chunk::Vcpu(Box::new(v.clone())));
     }
     put(&mut w, &Chunk::Device(vm.devices[0].clone()));
     let totals = Totals {
-        rounds: 1,
+        rounds: 2,
         vcpus: 2,
         devices: 1,
         skipped: 1,
-        pages: 6,
+        pages: 10,
         stream_bytes: w.position(),
         regions,
     };

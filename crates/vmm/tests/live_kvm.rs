@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use migration::destination::{Limits, RegionContents, VmImage};
 use migration::format::Policy as WirePolicy;
-use migration::precopy::{MigrationError, PrecopyOptions};
+use migration::precopy::{MigrationError, PrecopyOptions, WriterThread};
 use migration::snapshot::{self, SnapshotOptions};
 use migration::transport::{self, ReceiveOptions, SendOptions};
 use vmm::cache::HostCache;
@@ -176,6 +176,39 @@ fn a_running_guest_migrates_with_its_flushed_bar_and_runs_on() {
 #[test]
 fn a_skipped_bar_is_recreated_by_the_gpu_on_the_destination() {
     migrate_over_tcp(WirePolicy::Skip);
+}
+
+#[test]
+fn a_guest_writing_as_fast_as_it_can_is_sent_in_place_its_torn_runs_again() {
+    // RAM and BAR are sent straight from guest memory (stream 1.4, the gathering thread
+    // writing). The guest rewrites its 4 MiB working set every few microseconds, natively
+    // at CPL3, so runs over it are written while the kernel copies them: each is
+    // withdrawn and sent again, and the destination still ends with exactly the paused
+    // source's memory.
+    let flat_out = LiveVmConfig {
+        dirty_rate: 0,
+        ..config(WirePolicy::Flush)
+    };
+    let Some(mut source) = boot("in-place migration", &flat_out) else {
+        return;
+    };
+    wait_for_progress(&source, 2000);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let destination =
+        thread::spawn(move || transport::receive(&listener, &ReceiveOptions::default()));
+    let mut inline = options();
+    inline.precopy.writer = WriterThread::Inline;
+    let summary = transport::send(addr, &mut source, &HostCache, &inline, &mut |_| {})
+        .expect("the migration succeeds");
+    let image = destination
+        .join()
+        .unwrap()
+        .expect("the destination verifies");
+    assert_image_is(&image, &source, WirePolicy::Flush);
+    let (ram, bar) = (&summary.regions[0], &summary.regions[1]);
+    assert!(ram.in_place && bar.in_place, "{summary:?}");
+    assert!(ram.torn_runs > 0, "{summary:?}");
 }
 
 #[test]
