@@ -66,8 +66,9 @@
 //!    |--- RegionSkipped (each `skip` region) --------->| device re-creates it
 //!    | round 0: every page of every copied region;     |
 //!    |   `flush` region: CLFLUSHOPT+SFENCE the page,   |
-//!    |   then copy it; zero pages as markers           |
+//!    |   then read it; zero pages as markers           |
 //!    |--- Pages ... ---------------------------------->| bounds, stage (target untouched)
+//!    |--- Torn, if the guest wrote a run being sent -->| its pages unverified until resent
 //!    | rounds 1..: pages in the dirty log (KVM's and   |
 //!    |   the device model's) while the guest runs,     |
 //!    |   until the estimate fits the downtime budget   |

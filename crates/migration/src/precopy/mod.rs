@@ -279,7 +279,8 @@ impl Session<'_> {
         Ok((round + 1, converged, paused_at))
     }
 
-    /// Takes the dirty log of every copied region, remembering every bit taken.
+    /// Takes the dirty log of every copied region, with the pages of runs withdrawn since
+    /// the last take, remembering every bit taken.
     fn take_dirty<W: Write + Send>(
         &mut self,
         t: &mut Transfer<'_, W>,

@@ -48,7 +48,8 @@ pub enum WriterThread {
     /// [`Inline`](Self::Inline).
     #[default]
     Auto,
-    /// A thread of its own: the next run is gathered while this one is written.
+    /// A thread of its own: the next run is gathered while this one is written. Runs are
+    /// then always copied, the copy being what the writing overlaps.
     Own,
     /// The gathering thread writes each run itself, once it is gathered.
     Inline,

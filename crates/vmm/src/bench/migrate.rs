@@ -134,6 +134,11 @@ impl OurRun {
     pub fn ceiling_ratio(&self) -> f64 {
         self.coherent / self.ceiling.throughput()
     }
+
+    /// Runs withdrawn (`Torn`) over every region.
+    pub fn torn_runs(&self) -> u64 {
+        self.summary.regions.iter().map(|r| r.torn_runs).sum()
+    }
 }
 
 /// The figures of every repetition.
@@ -313,6 +318,8 @@ impl MigrateBench {
                     "restore_ms": r.restore.as_secs_f64() * 1e3,
                     "rounds": s.rounds,
                     "writer_thread": s.writer.to_string(),
+                    "in_place": s.regions.iter().all(|r| r.in_place),
+                    "torn_runs": r.torn_runs(),
                     "stream_bytes": s.stream_bytes,
                     "coherent_mib_s": r.coherent / MIB,
                     "flushed_mib_s": r.flushed / MIB,
@@ -362,7 +369,7 @@ impl fmt::Display for MigrateBench {
             f,
             "migrate: a running guest, {} MiB RAM + {} MiB noncoherent BAR (flush), over TCP \
              loopback; medians of {} repetitions, each side's back to back after one unmeasured run; \
-             runs written by {} ({} asked, {} CPUs)",
+             runs written by {}, {} ({} asked, {} CPUs)",
             self.config.ram_size >> 20,
             self.config.bar_size >> 20,
             self.ours.len(),
@@ -370,18 +377,27 @@ impl fmt::Display for MigrateBench {
                 Some(WriterThread::Own) => "a writer thread",
                 _ => "the gathering thread",
             },
+            match self
+                .ours
+                .first()
+                .map(|r| r.summary.regions.iter().all(|r| r.in_place))
+            {
+                Some(true) => "sent straight from guest memory",
+                _ => "copied before they are sent",
+            },
             self.config.writer,
             thread::available_parallelism().map_or(1, |n| n.get()),
         )?;
         writeln!(
             f,
-            "{:<4} {:>9} {:>9} {:>8} {:>10} {:>6} {:>9} {:>9} {:>10} {:>13} {:>9} {:>8} {:>8}",
+            "{:<4} {:>9} {:>9} {:>8} {:>10} {:>6} {:>5} {:>9} {:>9} {:>10} {:>13} {:>9} {:>8} {:>8}",
             "rep",
             "total ms",
             "setup ms",
             "down ms",
             "restore ms",
             "rounds",
+            "torn",
             "RAM MiB/s",
             "BAR MiB/s",
             "wire MiB/s",
@@ -394,14 +410,15 @@ impl fmt::Display for MigrateBench {
             let s = &r.summary;
             writeln!(
                 f,
-                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>10.1} {:>6} {:>9.0} {:>9.0} {:>10.0} {:>13.0} \
-                 {:>9.0} {:>8.3} {:>8.3}",
+                "{:<4} {:>9.0} {:>9.0} {:>8.1} {:>10.1} {:>6} {:>5} {:>9.0} {:>9.0} {:>10.0} \
+                 {:>13.0} {:>9.0} {:>8.3} {:>8.3}",
                 i + 1,
                 s.total_time.as_secs_f64() * 1e3,
                 s.setup.as_secs_f64() * 1e3,
                 s.downtime.as_secs_f64() * 1e3,
                 r.restore.as_secs_f64() * 1e3,
                 s.rounds,
+                r.torn_runs(),
                 r.coherent / MIB,
                 r.flushed / MIB,
                 r.ceiling.throughput() / MIB,
@@ -414,7 +431,8 @@ impl fmt::Display for MigrateBench {
         writeln!(
             f,
             "(setup: the destination mapping and populating its memory before READY; down: \
-             pause to COMMIT; restore: the verified image to the guest running again; wire: \
+             pause to COMMIT; torn: runs withdrawn because the guest wrote them while they were \
+             sent, and sent again; restore: the verified image to the guest running again; wire: \
              the loopback ceiling, a plain socket copy of as many bytes from the guest's own \
              memory into populated memory, as our destination's; discard: the same copy read \
              into one cached 1 MiB buffer; hot: that from one cached 1 MiB buffer too; both \
