@@ -59,15 +59,18 @@ pub trait MigrationSource {
     }
 
     /// Whether the guest (or a device) wrote any of the pages `indexes` of region `region`
-    /// since [`dirty_pages`](Self::dirty_pages) last took the region's log, asked through
-    /// a shared borrow so that the caller may hold [`memory`](Self::memory) meanwhile.
-    /// Nothing is taken from the caller's view: a page written is still in the next
-    /// `dirty_pages` (a source that must take bits out of its log to look keeps them for
-    /// it). With it, a live sender sends pages straight from [`memory`](Self::memory) and
-    /// withdraws a run the guest wrote to while it was sent (`Torn`, from stream 1.4).
-    /// `None`, the default: the source cannot tell, and its pages are copied before they
-    /// are checksummed and sent.
-    fn written_since_taken(
+    /// since the previous call for the region, or since [`dirty_pages`](Self::dirty_pages)
+    /// took its log if that came later; asked through a shared borrow, so that the caller
+    /// may hold [`memory`](Self::memory) meanwhile. A call with no pages opens the window
+    /// the next call looks into. Nothing is taken from the caller's view: a page written
+    /// is still in the next `dirty_pages` (a source that must take bits out of its log to
+    /// look keeps them for it). With it, a live sender sends pages straight from
+    /// [`memory`](Self::memory), looks once before a run and once after it, and withdraws
+    /// the run (`Torn`, from stream 1.4) if the guest wrote to it in between: a write
+    /// before the run, already in the log, is sent again anyway and tears nothing. `None`,
+    /// the default: the source cannot tell, and its pages are copied before they are
+    /// checksummed and sent.
+    fn written_since_last_check(
         &self,
         region: u32,
         indexes: &[u32],

@@ -6,9 +6,10 @@
 //! tell whether the guest wrote pages while they were sent, straight from guest memory
 //! ([`InPlace`]): the only copy of a page is the kernel's, into the socket, as QEMU sends.
 //! The run is checksummed after it was handed to the kernel (from the cache that copy left
-//! it in), so a guest that wrote to it meanwhile may have made the two differ; the source
-//! then withdraws the run with `Torn`, and its pages, in the next round's dirty log, are
-//! sent again (see [`crate::format::TORN_SINCE`]).
+//! it in), so a guest that wrote to it meanwhile may have made the two differ; the source,
+//! which looks at its dirty log just before and just after each run, then withdraws the
+//! run with `Torn`, and its pages are sent again in the next round (see
+//! [`crate::format::TORN_SINCE`]).
 //!
 //! Otherwise this thread gathers runs: it flushes a noncoherent page, reads it, checks it
 //! for zero and copies it into the run, which is checksummed and sent as copied. Where the
@@ -195,7 +196,8 @@ impl<'a, W: Write + Send> Transfer<'a, W> {
     ) -> Result<u64, MigrationError> {
         let started = Instant::now();
         let id = self.config.regions[region].id;
-        let in_place = self.in_place && self.source.written_since_taken(id, &[]).is_some();
+        // The look with no pages also opens the window the first run's look closes.
+        let in_place = self.in_place && self.source.written_since_last_check(id, &[]).is_some();
         let mut gather = Gather {
             source: &mut *self.source,
             cache: self.cache,
@@ -450,9 +452,12 @@ fn push_counted(
 /// Runs of one region of one round sent from its memory in place (see the module
 /// documentation): the records are made from the memory (a zero page is a marker), the
 /// run is handed to the kernel and then checksummed, and it is withdrawn with `Torn` when
-/// the source reports a write to one of its data pages since the round's dirty log was
-/// taken. A zero page needs no such care: its marker is all that is sent, and a page
-/// written after it was checked is in the next round's log like any other.
+/// the source reports a write to one of its data pages since its previous look, made right
+/// after the run before (or, for the first, when the region's runs began): a write in that
+/// window may have landed between the kernel's copy and the checksum. A write before it
+/// tears nothing, and its page, in the log, goes again next round anyway. A zero page
+/// needs no such care: its marker is all that is sent, and a page written after it was
+/// checked is in the next round's log like any other.
 struct InPlace<'t> {
     source: &'t dyn MigrationSource,
     memory: &'t [u8],
@@ -514,7 +519,7 @@ impl<'t> InPlace<'t> {
         // run that did not tear costs its pages once more, never a byte of the guest's.
         let written = self
             .source
-            .written_since_taken(self.id, &self.data)
+            .written_since_last_check(self.id, &self.data)
             .unwrap_or(Ok(true))
             .map_err(step("checking the pages sent for writes"))?;
         if written {
@@ -715,7 +720,7 @@ mod tests {
 
     /// One `flush` region of `pages` pages in a buffer; every page read through `page` is
     /// logged. `in_place` offers the buffer as the region's memory; `tells_writes` also
-    /// answers `written_since_taken` (nothing is ever written).
+    /// answers `written_since_last_check` (nothing is ever written).
     struct Bar {
         memory: Vec<u8>,
         log: Log,
@@ -742,7 +747,7 @@ mod tests {
         fn memory(&self, _: u32) -> Option<&[u8]> {
             self.in_place.then_some(&self.memory[..])
         }
-        fn written_since_taken(&self, _: u32, _: &[u32]) -> Option<Result<bool, SourceError>> {
+        fn written_since_last_check(&self, _: u32, _: &[u32]) -> Option<Result<bool, SourceError>> {
             self.tells_writes.then_some(Ok(false))
         }
         // Only pages are sent in these tests.

@@ -99,11 +99,11 @@ pub struct LiveVm {
     bar: Option<Bar>,
     /// Dirty bits out of the logs but not yet handed to a migration, by region id: bits a
     /// failed migration handed back, and bits taken to look whether pages being sent were
-    /// written ([`MigrationSource::written_since_taken`]). The next
+    /// written ([`MigrationSource::written_since_last_check`]). The next
     /// [`MigrationSource::dirty_pages`] hands them out. Locked because that look is made
     /// through a shared borrow.
     ///
-    /// [`MigrationSource::written_since_taken`]: migration::MigrationSource::written_since_taken
+    /// [`MigrationSource::written_since_last_check`]: migration::MigrationSource::written_since_last_check
     /// [`MigrationSource::dirty_pages`]: migration::MigrationSource::dirty_pages
     held: Mutex<[DirtyBitmap; 2]>,
 }

@@ -136,7 +136,7 @@ impl MigrationSource for LiveVm {
         Ok(dirty)
     }
 
-    fn written_since_taken(
+    fn written_since_last_check(
         &self,
         region: u32,
         indexes: &[u32],
@@ -152,15 +152,15 @@ impl MigrationSource for LiveVm {
             Ok(words) => words,
             Err(e) => return Some(Err(SourceError::new(e))),
         };
-        let mut held = self.held();
-        let held = &mut held[region as usize];
-        held.union_with(&DirtyBitmap::from_words(pages, words));
+        // What was taken is exactly what was written since the last look or `dirty_pages`.
+        let mut written = DirtyBitmap::from_words(pages, words);
         if region == BAR_ID
             && let Some(gpu) = &self.gpu
         {
-            held.union_with(&gpu.take_dirty());
+            written.union_with(&gpu.take_dirty());
         }
-        Some(Ok(indexes.iter().any(|&index| held.get(index))))
+        self.held()[region as usize].union_with(&written);
+        Some(Ok(indexes.iter().any(|&index| written.get(index))))
     }
 
     fn return_dirty_pages(&mut self, region: u32, pages: &DirtyBitmap) {
