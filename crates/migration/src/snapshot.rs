@@ -8,7 +8,7 @@
 //! `sync_all (directory)`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -175,14 +175,14 @@ fn write_stream(
     }
     t.send_state().map_err(failed)?;
     t.end(1).map_err(failed)?;
-    t.writer()
-        .get_mut()
-        .flush()
-        .map_err(|e| SnapshotError::Io {
+    t.writer().flush().map_err(|e| match e {
+        EncodeError::Io { kind } => SnapshotError::Io {
             step: "flush",
             path: tmp.to_path_buf(),
-            kind: e.kind(),
-        })?;
+            kind,
+        },
+        other => SnapshotError::Source(MigrationError::Send(other)),
+    })?;
     // The caller fills in the times, which include syncing and renaming.
     Ok(t.summary(Duration::ZERO, Duration::ZERO, 1, true))
 }

@@ -939,6 +939,7 @@ mod tests {
         let summary = t.summary(Duration::ZERO, Duration::ZERO, 1, true);
         assert_eq!(summary.regions[0].flushed_pages, pages as u64, "{way}");
         assert_eq!(summary.writer, writer, "{way}");
+        t.writer().flush().unwrap();
         let stream = std::mem::take(&mut t.writer().get_mut().bytes);
         drop(t);
 
@@ -947,9 +948,9 @@ mod tests {
         assert_eq!(count(Event::Fence), 3, "{way}: one fence per run of pages");
         let (mut flushed, mut fenced) = (HashSet::new(), HashSet::new());
         let mut reads = vec![None; pages];
-        // A run sent in place is two writes: its bytes, then the checksum taken after.
+        // Sent in place, each run's checksum, taken after its write, goes out with the next
+        // write: the last one with the flush, a write of its own.
         let sent_in_place = live && writer == WriterThread::Inline && in_place && shared;
-        let writes_per_run = if sent_in_place { 2 } else { 1 };
         let mut writes = 0;
         for (at, event) in log.iter().enumerate() {
             match *event {
@@ -959,7 +960,7 @@ mod tests {
                 // Writes before the first flush are the stream's header and configuration;
                 // each later one is a run, whose pages must all have been fenced.
                 Event::Written if !flushed.is_empty() => {
-                    let run = writes / writes_per_run;
+                    let run = writes;
                     let first = run * MAX_PAGES_PER_CHUNK;
                     let pages = first..(first + MAX_PAGES_PER_CHUNK).min(pages);
                     assert!(
@@ -971,7 +972,7 @@ mod tests {
                 Event::Written => {}
             }
         }
-        assert_eq!(writes, 3 * writes_per_run, "{way}");
+        assert_eq!(writes, 3 + usize::from(sent_in_place), "{way}");
         // Through `page` unless a helper flushed ahead (then pages are read in place).
         let through_page = !(writer == WriterThread::Inline && in_place && shared);
         for (i, read) in reads.iter().enumerate() {

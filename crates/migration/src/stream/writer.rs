@@ -36,6 +36,10 @@ pub struct StreamWriter<W: Write> {
     layout: Layout,
     checksum: ChunkChecksum,
     payload: Vec<u8>,
+    /// The trailer of a run sent in place, counted as written, to go out with the next
+    /// chunk (or at [`flush`](Self::flush)): on its own it would be a system call and a
+    /// TCP segment of 8 bytes per run.
+    pending: Option<[u8; CHUNK_TRAILER_LEN]>,
 }
 
 impl<W: Write> StreamWriter<W> {
@@ -48,6 +52,7 @@ impl<W: Write> StreamWriter<W> {
             layout: Layout::of(header.version),
             checksum: ChunkChecksum::of(header.version),
             payload: Vec::new(),
+            pending: None,
         })
     }
 
@@ -78,7 +83,8 @@ impl<W: Write> StreamWriter<W> {
     /// than from a copy. In a records-first stream they are handed to the kernel first
     /// and checksummed after, from the cache the kernel's copy left them in; if the memory
     /// changed meanwhile, the trailer disagrees with the bytes sent, and the caller, which
-    /// can tell, withdraws the run (`Torn`). Returns the chunk's size.
+    /// can tell, withdraws the run (`Torn`). The trailer goes out with the next chunk, or
+    /// at [`flush`](Self::flush). Returns the chunk's size.
     pub fn write_pages_in_place(
         &mut self,
         header: RunHeader,
@@ -176,27 +182,24 @@ impl<W: Write> StreamWriter<W> {
             }
             digest.finish().to_le_bytes()
         };
-        match when {
-            Checksum::BeforeWrite => {
-                // One gathering write for the whole chunk: a run is then one system call,
-                // not a small write of its header and records (on its own segment, under
-                // TCP_NODELAY, waking the destination for it) followed by its data.
-                let trailer = trailer();
-                let mut slices: Vec<IoSlice<'_>> = std::iter::once(&header[..])
-                    .chain(parts.iter().copied())
-                    .chain([&trailer[..]])
-                    .map(IoSlice::new)
-                    .collect();
-                write_all_vectored(&mut self.inner, &mut slices)?;
-            }
-            Checksum::AfterWrite => {
-                let mut slices: Vec<IoSlice<'_>> = std::iter::once(&header[..])
-                    .chain(parts.iter().copied())
-                    .map(IoSlice::new)
-                    .collect();
-                write_all_vectored(&mut self.inner, &mut slices)?;
-                self.inner.write_all(&trailer())?;
-            }
+        // One gathering write for the whole chunk, after the trailer of the run before if
+        // that was sent in place: a run is then one system call, not a small write of its
+        // header and records (on its own segment, under TCP_NODELAY, waking the destination
+        // for it) followed by its data.
+        let before = match when {
+            Checksum::BeforeWrite => Some(trailer()),
+            Checksum::AfterWrite => None,
+        };
+        let pending = self.pending.take();
+        let mut slices: Vec<IoSlice<'_>> = (pending.iter().map(|p| &p[..]))
+            .chain([&header[..]])
+            .chain(parts.iter().copied())
+            .chain(before.iter().map(|t| &t[..]))
+            .map(IoSlice::new)
+            .collect();
+        write_all_vectored(&mut self.inner, &mut slices)?;
+        if before.is_none() {
+            self.pending = Some(trailer());
         }
         let size = (CHUNK_HEADER_LEN + len + CHUNK_TRAILER_LEN) as u64;
         self.position += size;
@@ -208,18 +211,23 @@ impl<W: Write> StreamWriter<W> {
         self.position
     }
 
-    /// Flushes the underlying writer.
+    /// Writes a trailer still pending (see [`write_pages_in_place`](Self::write_pages_in_place)),
+    /// then flushes the underlying writer.
     pub fn flush(&mut self) -> Result<(), EncodeError> {
+        if let Some(trailer) = self.pending.take() {
+            self.inner.write_all(&trailer)?;
+        }
         self.inner.flush()?;
         Ok(())
     }
 
-    /// The underlying writer, for what follows the stream (the live COMMIT message).
+    /// The underlying writer, for what follows the stream (the live COMMIT message), once
+    /// [`flush`](Self::flush)ed.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
 
-    /// The underlying writer.
+    /// The underlying writer, once [`flush`](Self::flush)ed.
     pub fn into_inner(self) -> W {
         self.inner
     }
@@ -325,8 +333,23 @@ mod tests {
             let written = in_place.write_pages_in_place(run.header(), run.records(), &memory);
             assert_eq!(written.unwrap(), size, "{version}");
             assert_eq!(in_place.position(), copied.position());
+            // Then a chunk more: in place, the run's trailer goes out with it.
+            let next = Chunk::RegionSkipped { region: 3 };
+            assert_eq!(in_place.write(&next), copied.write(&next));
             assert_eq!(in_place.into_inner(), copied.into_inner(), "{version}");
         }
+        // At the end of a stream, the flush writes the trailer still pending.
+        let mut in_place = writer_of(VERSION);
+        let mut copied = writer_of(VERSION);
+        in_place
+            .write_pages_in_place(run.header(), run.records(), &memory)
+            .unwrap();
+        copied.write_pages(&mut run).unwrap();
+        let short = in_place.get_mut().len();
+        assert_eq!(short + CHUNK_TRAILER_LEN, copied.get_mut().len());
+        in_place.flush().unwrap();
+        assert_eq!(in_place.into_inner(), copied.into_inner());
+        {}
         let beyond = [PageRecord {
             index: 12,
             data: true,
