@@ -246,11 +246,14 @@ fn device_loop(bar: Bar, shared: &Mutex<Shared>, stop: &AtomicBool) {
             // Behind (the host was busy): pace from now rather than burst.
             next = now;
         }
-        let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.paused {
-            continue;
-        }
         for _ in 0..burst {
+            // Locked per page, not per burst: the page is written and logged as one step
+            // (a migration looking at the log in between sees both or neither), and a
+            // migration looking after every run it sends waits a page, not a burst.
+            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.paused {
+                break;
+            }
             let page = s.state.next_page;
             bar.render(page, s.state.frame);
             if s.logging {
