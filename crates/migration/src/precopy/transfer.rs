@@ -536,9 +536,10 @@ impl<'t> InPlace<'t> {
 
 /// [`Gather::inline`] for a `flush` region whose memory is in place, with a cache another
 /// thread may use: a helper thread flushes the next run's pages while this one copies and
-/// writes the last, so that the flushes, which would otherwise add a sixth to this thread's
-/// time, take the idle moments of another CPU instead. This thread reads a run only once
-/// the helper handed it over, after its fence (see [`CacheMaintenance::shared`]).
+/// writes the last (or sends it in place, [`InPlace`]), so that the flushes, which would
+/// otherwise add a sixth to this thread's time, take the idle moments of another CPU
+/// instead. A run is read (by the copy, or by the kernel's) only once the helper handed it
+/// over, after its fence (see [`CacheMaintenance::shared`]).
 struct FlushAhead<'t> {
     memory: &'t [u8],
     cache: &'t (dyn CacheMaintenance + Sync),
