@@ -36,10 +36,10 @@ pub(crate) struct SendArgs {
     /// Most dirty rounds before stop-and-copy is forced.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub max_rounds: u32,
-    /// Which thread writes the page runs: `own` overlaps gathering the next run with
-    /// writing this one; `inline` writes each run from the gathering thread; `auto` takes
-    /// `own` when the host has a CPU for every busy thread (a destination on this host
-    /// counts), else `inline`.
+    /// Which thread writes the page runs: `own` overlaps gathering (copying) the next run
+    /// with writing this one; `inline` writes each run from the gathering thread, straight
+    /// from guest memory, with no copy; `auto` takes `own` when the host has a CPU for
+    /// every busy thread (a destination on this host counts), else `inline`.
     #[arg(long, value_name = "WHICH", default_value = "auto", value_parser = writer_thread)]
     pub writer_thread: WriterThread,
     #[command(flatten)]
