@@ -431,18 +431,12 @@ impl Body {
         }
         self.pages += records.len() as u64;
         if self.withdrawals {
-            let mut last = self.last_run.take().unwrap_or(LastRun {
+            self.last_run = Some(LastRun {
                 staging: i,
                 header,
-                pages: Vec::new(),
-                failed: None,
+                pages: records.iter().map(|r| r.index).collect(),
+                failed,
             });
-            last.staging = i;
-            last.header = header;
-            last.pages.clear();
-            last.pages.extend(records.iter().map(|r| r.index));
-            last.failed = failed;
-            self.last_run = Some(last);
         }
     }
 

@@ -170,9 +170,10 @@ impl<W: Write> StreamWriter<W> {
             length: len as u32,
         }
         .encode();
-        // A run's pages are checksummed here, from the run (1 MiB, still in the cache from
-        // the copy into it), rather than page by page as they are copied in: measured here,
-        // XXH3 over the whole run costs less than fused into the copy loop.
+        // A copied run's pages are checksummed here, before the write, from the run (1 MiB,
+        // still in the cache from the copy into it) rather than page by page as they are
+        // copied in: measured here, XXH3 over the whole run costs less than fused into the
+        // copy loop. A run sent in place is checksummed after the write, for the same cache.
         let checksum = self.checksum;
         let trailer = || {
             let mut digest = checksum.start();
