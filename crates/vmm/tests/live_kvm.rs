@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use migration::MigrationSource;
 use migration::destination::{Limits, RegionContents, VmImage};
 use migration::format::Policy as WirePolicy;
 use migration::precopy::{MigrationError, PrecopyOptions, WriterThread};
@@ -216,6 +217,42 @@ fn a_guest_writing_as_fast_as_it_can_is_sent_in_place_its_torn_runs_again() {
         }
     }
     panic!("no RAM run tore in three migrations of a guest writing flat out");
+}
+
+#[test]
+fn a_look_at_the_dirty_log_sees_each_write_once_and_loses_none() {
+    // What the in-place sender relies on: a look reports the writes since the last look
+    // (so a run's window is its own), and the bits it takes out of KVM's log, and the
+    // GPU's, are still handed out by the next `dirty_pages` (so a page written is sent
+    // again). Paused, the guest writes nothing more, so what each call sees is exact.
+    let Some(mut vm) = boot("dirty log looks", &config(WirePolicy::Flush)) else {
+        return;
+    };
+    vm.start_dirty_log().unwrap();
+    wait_for_progress(&vm, 2000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vm.gpu_state().unwrap().frame == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    vm.pause().unwrap();
+    for region in [0, 1] {
+        let pages = vm.config().regions[region as usize].pages();
+        let all: Vec<u32> = (0..pages).collect();
+        let look = |vm: &LiveVm| vm.written_since_last_check(region, &all).unwrap().unwrap();
+        assert!(look(&vm), "region {region}: the guest and the GPU wrote");
+        assert!(!look(&vm), "region {region}: nothing since the last look");
+        let dirty = vm.dirty_pages(region).unwrap();
+        assert!(
+            !dirty.is_empty(),
+            "region {region}: the looks' bits are handed out"
+        );
+        assert!(
+            vm.dirty_pages(region).unwrap().is_empty(),
+            "region {region}: once"
+        );
+    }
+    vm.stop_dirty_log();
+    vm.resume().unwrap();
 }
 
 #[test]
