@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use migration::MigrationSource;
 use migration::destination::{Limits, RegionContents, VmImage};
 use migration::format::Policy as WirePolicy;
-use migration::precopy::{MigrationError, PrecopyOptions, WriterThread};
+use migration::precopy::{MigrationError, PrecopyOptions, Summary, WriterThread};
 use migration::snapshot::{self, SnapshotOptions};
 use migration::transport::{self, ReceiveOptions, SendOptions};
 use vmm::cache::HostCache;
@@ -121,21 +121,27 @@ fn a_strict_policy_refuses_the_bar_on_a_host_with_no_safe_mechanism() {
     }
 }
 
-fn migrate_over_tcp(bar_policy: WirePolicy) {
-    let Some(mut source) = boot("live migration", &config(bar_policy)) else {
-        return;
-    };
-    wait_for_progress(&source, 2000);
+/// Migrates `source` with `options` to a destination on loopback, both expected to succeed.
+fn migrate_to_loopback(source: &mut LiveVm, options: &SendOptions) -> (Summary, VmImage) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let destination =
         thread::spawn(move || transport::receive(&listener, &ReceiveOptions::default()));
-    let summary = transport::send(addr, &mut source, &HostCache, &options(), &mut |_| {})
+    let summary = transport::send(addr, source, &HostCache, options, &mut |_| {})
         .expect("the migration succeeds");
     let image = destination
         .join()
         .unwrap()
         .expect("the destination verifies");
+    (summary, image)
+}
+
+fn migrate_over_tcp(bar_policy: WirePolicy) {
+    let Some(mut source) = boot("live migration", &config(bar_policy)) else {
+        return;
+    };
+    wait_for_progress(&source, 2000);
+    let (summary, image) = migrate_to_loopback(&mut source, &options());
     // The source stays paused after success: what it holds is what was sent.
     assert_image_is(&image, &source, bar_policy);
     assert!(summary.rounds >= 2, "{summary:?}");
@@ -199,16 +205,7 @@ fn a_guest_writing_as_fast_as_it_can_is_sent_in_place_its_torn_runs_again() {
             return;
         };
         wait_for_progress(&source, 2000);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let destination =
-            thread::spawn(move || transport::receive(&listener, &ReceiveOptions::default()));
-        let summary = transport::send(addr, &mut source, &HostCache, &inline, &mut |_| {})
-            .expect("the migration succeeds");
-        let image = destination
-            .join()
-            .unwrap()
-            .expect("the destination verifies");
+        let (summary, image) = migrate_to_loopback(&mut source, &inline);
         assert_image_is(&image, &source, WirePolicy::Flush);
         let (ram, bar) = (&summary.regions[0], &summary.regions[1]);
         assert!(ram.in_place && bar.in_place, "{summary:?}");
