@@ -31,6 +31,18 @@ impl LiveVm {
         }
     }
 
+    /// KVM's log of region `id` (`words`, just taken; `pages` long) with, for the BAR, the
+    /// GPU model's, taken too: every write since the last take, by the vCPU or the device.
+    fn with_device_writes(&self, id: u32, pages: u32, words: Vec<u64>) -> DirtyBitmap {
+        let mut bits = DirtyBitmap::from_words(pages, words);
+        if id == BAR_ID
+            && let Some(gpu) = &self.gpu
+        {
+            bits.union_with(&gpu.take_dirty());
+        }
+        bits
+    }
+
     /// The bits out of the logs but not handed out (a poisoned lock still holds them: every
     /// update of them is a single union or reset).
     fn held(&self) -> MutexGuard<'_, [DirtyBitmap; 2]> {
@@ -138,12 +150,7 @@ impl MigrationSource for LiveVm {
         let pages = (bytes.len() / PAGE_SIZE) as u32;
         // KVM's log first: if it fails, nothing has been taken yet.
         let words = self.vm.dirty_log(slot).map_err(SourceError::new)?;
-        let mut dirty = DirtyBitmap::from_words(pages, words);
-        if region == BAR_ID
-            && let Some(gpu) = &self.gpu
-        {
-            dirty.union_with(&gpu.take_dirty());
-        }
+        let mut dirty = self.with_device_writes(region, pages, words);
         let held = &mut self.held()[region as usize];
         dirty.union_with(held);
         *held = DirtyBitmap::new(pages);
@@ -170,12 +177,7 @@ impl MigrationSource for LiveVm {
             Err(e) => return Some(Err(SourceError::new(e))),
         };
         // What was taken is exactly what was written since the last look or `dirty_pages`.
-        let mut written = DirtyBitmap::from_words(pages, words);
-        if region == BAR_ID
-            && let Some(gpu) = &self.gpu
-        {
-            written.union_with(&gpu.take_dirty());
-        }
+        let written = self.with_device_writes(region, pages, words);
         self.held()[region as usize].union_with(&written);
         Some(Ok(indexes.iter().any(|&index| written.get(index))))
     }
