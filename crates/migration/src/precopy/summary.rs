@@ -67,6 +67,17 @@ pub struct RegionSummary {
     pub busy: Duration,
 }
 
+impl RegionSummary {
+    /// Counts one page sent: a zero page (a marker) or a data page.
+    pub(crate) fn count_page(&mut self, zero: bool) {
+        if zero {
+            self.zero_pages += 1;
+        } else {
+            self.data_pages += 1;
+        }
+    }
+}
+
 /// The outcome of a migration or snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {

@@ -441,11 +441,7 @@ fn push_counted(
     index: u32,
     page: &[u8],
 ) -> Result<(), EncodeError> {
-    if run.push(index, page)? {
-        summary.zero_pages += 1;
-    } else {
-        summary.data_pages += 1;
-    }
+    summary.count_page(run.push(index, page)?);
     Ok(())
 }
 
@@ -500,14 +496,12 @@ impl<'t> InPlace<'t> {
                 let missing = format!("region {} has no page {index}", self.id);
                 step("reading a guest page")(SourceError::new(missing))
             })?;
-            let data = !is_zero_page(page);
-            if data {
+            let zero = is_zero_page(page);
+            if !zero {
                 self.data.push(index);
-                summary.data_pages += 1;
-            } else {
-                summary.zero_pages += 1;
             }
-            self.records.push(PageRecord { index, data });
+            summary.count_page(zero);
+            self.records.push(PageRecord { index, data: !zero });
         }
         let header = RunHeader {
             region: self.id,
