@@ -107,6 +107,29 @@ fn the_guest_runs_and_its_bar_is_registered_by_the_chain() {
 }
 
 #[test]
+fn a_guest_dirtying_two_pages_a_second_sleeps_between_them() {
+    // Half a second between pages: the loop must sleep it in idle exits, not spin it. A
+    // spinning vCPU uses about a whole CPU (it did, before the loop asked again after each
+    // capped sleep); a sleeping one, 100 exits a second.
+    let config = LiveVmConfig {
+        dirty_rate: 2,
+        gpu_rate: 0,
+        ..config(WirePolicy::Flush)
+    };
+    let Some(vm) = boot("idle-guest pacing", &config) else {
+        return;
+    };
+    wait_for_progress(&vm, 1);
+    let (cpu, wall) = (vm.vcpu_cpu_time().unwrap(), Instant::now());
+    let written = wait_for_progress(&vm, 2);
+    let (cpu, wall) = (vm.vcpu_cpu_time().unwrap() - cpu, wall.elapsed());
+    assert!(
+        cpu < wall / 4,
+        "the vCPU used {cpu:?} of CPU in {wall:?} while the guest wrote 2 pages ({written} in all)"
+    );
+}
+
+#[test]
 fn a_strict_policy_refuses_the_bar_on_a_host_with_no_safe_mechanism() {
     let mut strict = config(WirePolicy::Flush);
     strict.strategy = Policy::default();

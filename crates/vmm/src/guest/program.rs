@@ -91,9 +91,10 @@ pub enum GuestOp {
     /// page, and after each page the running count of pages written goes to this op's result
     /// slot, so the VMM can watch the guest make progress while it runs. Pages are written
     /// `burst` at a time; after each burst the loop waits until `burst × ticks_per_page`
-    /// TSC ticks have passed since the previous one (`ticks_per_page` 0: no wait), first
-    /// with an `OUT` of the ticks left to [`IDLE_PORT`] so the VMM can sleep the vCPU, then
-    /// spinning on the TSC for the rest. A deadline already missed, or one further away than
+    /// TSC ticks have passed since the previous one (`ticks_per_page` 0: no wait), with an
+    /// `OUT` of the ticks left to [`IDLE_PORT`] so the VMM can sleep the vCPU, repeated
+    /// while more than 2¹⁸ ticks (about 100 µs) are left, then spinning on the TSC for
+    /// the rest. A deadline already missed, or one further away than
     /// a whole interval (the guest's TSC was moved), restarts the pacing from now instead of
     /// bursting to catch up. Ends after `laps` laps, or never with `laps == 0` (the VMM
     /// pauses and stops it).

@@ -28,6 +28,7 @@ pub use error::LiveError;
 pub use gpu::{GPU_DEVICE, GpuState};
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use memtype::pat::PAT_LINUX_DEFAULT;
 use migration::DirtyBitmap;
@@ -269,6 +270,13 @@ impl LiveVm {
     /// `KVM_RUN` returns of the vCPU so far (kicks, pauses).
     pub fn vcpu_exits(&self) -> u64 {
         self.vcpu.exits()
+    }
+
+    /// CPU time the vCPU thread has used since it started: the guest's own instructions
+    /// and the host kernel's handling of its exits and faults, which under dirty logging
+    /// includes one write-protection fault per page the guest dirties after a look.
+    pub fn vcpu_cpu_time(&self) -> Option<Duration> {
+        self.vcpu.cpu_time()
     }
 }
 

@@ -120,6 +120,31 @@ impl VcpuThread {
         self.control.lock().exits
     }
 
+    /// CPU time the thread has used so far, guest mode and the host's exit handling alike
+    /// (`None` once the thread is gone, or if the kernel will not say).
+    pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        let thread = self.thread.as_ref()?;
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the handle's thread has not been joined (the handle is still held), so its
+        // pthread_t is valid; `clock` is a valid out-pointer.
+        if unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) } != 0 {
+            return None;
+        }
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock` was just given by the kernel for a live thread; `now` is a valid
+        // out-pointer.
+        if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+            return None;
+        }
+        Some(Duration::new(
+            u64::try_from(now.tv_sec).ok()?,
+            u32::try_from(now.tv_nsec).ok()?,
+        ))
+    }
+
     fn park(&self, want: Want) -> Result<(), GuestError> {
         let Some(thread) = &self.thread else {
             return Ok(());
