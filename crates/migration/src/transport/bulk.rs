@@ -51,16 +51,30 @@ pub(crate) const BULK_READ: usize = 128 << 10;
 const MAX_MARK: usize = 1 << 20;
 
 /// A reader of `stream` that waits for a long read's bytes before it wakes (see the
-/// module documentation).
+/// module documentation). Public so that a benchmark's plain socket copy can read as the
+/// destination does.
+///
+/// ```no_run
+/// use std::io::Read;
+/// use std::net::TcpStream;
+/// use migration::transport::BulkReader;
+///
+/// let stream = TcpStream::connect("127.0.0.1:7777")?;
+/// let mut page_run = vec![0u8; 1 << 20];
+/// // One wake-up when the whole MiB is queued (or the peer hung up), not one per segment.
+/// let n = BulkReader::new(&stream).read(&mut page_run)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct BulkReader<'a> {
+pub struct BulkReader<'a> {
     stream: &'a TcpStream,
     /// Cleared if the socket refuses the low-water mark: reads are then plain.
     marks: bool,
 }
 
 impl<'a> BulkReader<'a> {
-    pub(crate) fn new(stream: &'a TcpStream) -> Self {
+    /// Reads `stream`, whose read timeout bounds each wait.
+    pub fn new(stream: &'a TcpStream) -> Self {
         BulkReader {
             stream,
             marks: true,

@@ -11,7 +11,7 @@ use std::io::{self, BufReader, BufWriter, Read};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use self::bulk::BulkReader;
+pub use self::bulk::BulkReader;
 use self::replies::FirstReply;
 use crate::cache::CacheMaintenance;
 use crate::destination::{self, Limits, VmImage};

@@ -43,6 +43,13 @@ pub(crate) struct BenchArgs {
     /// send --help`).
     #[arg(long, value_name = "WHICH", default_value = "auto", value_parser = super::migrate::writer_thread)]
     pub writer_thread: WriterThread,
+    /// `migrate`: pages per second the guest dirties (0: as fast as it can) [default: 2000,
+    /// the default guest of `ncdma migrate send`].
+    #[arg(long, value_name = "PAGES")]
+    pub dirty_rate: Option<u64>,
+    /// `migrate`: BAR pages per second the GPU model renders (0: idle) [default: 5000].
+    #[arg(long, value_name = "PAGES")]
+    pub gpu_rate: Option<u64>,
 }
 
 pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
@@ -63,6 +70,8 @@ pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
                 qemu: !args.no_qemu,
                 reps: args.reps.unwrap_or(defaults.reps),
                 writer: args.writer_thread,
+                dirty_rate: args.dirty_rate.unwrap_or(defaults.dirty_rate),
+                gpu_rate: args.gpu_rate.unwrap_or(defaults.gpu_rate),
                 ..defaults
             };
             let r = migrate::run(&config).map_err(|e| failed(&e))?;

@@ -11,7 +11,9 @@
 //!   full buffer; `TCP_NODELAY` is set as there;
 //! - the receiver reads [`DEFAULT_READ_SIZE`] = 1 MiB at a time, the size of a `Pages`
 //!   payload, which the destination reads past its small `BufReader` straight into its
-//!   staging memory;
+//!   staging memory, and reads it as the destination does, woken once per read when its
+//!   bytes are queued ([`BulkReader`]): with plain reads, woken once per segment, the
+//!   copy ran slower than the migration it should bound in some repetitions;
 //! - the bytes are read from memory as the migration reads guest memory: the benchmark
 //!   hands [`loopback_copy`] the migrated guest's own RAM and BAR, so the ceiling pays the
 //!   same trip to DRAM for every byte (a small buffer sent over and over would be served
@@ -30,6 +32,8 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use migration::transport::BulkReader;
 
 use super::stats::SplitMix64;
 
@@ -256,7 +260,7 @@ fn send(
 /// Reads until EOF, at most `read_size` bytes per read, into `landing`, and returns when
 /// the last expected byte arrived after checking that exactly `expected` bytes came.
 fn receive(
-    mut stream: TcpStream,
+    stream: TcpStream,
     expected: u64,
     read_size: usize,
     landing: Landing<'_>,
@@ -269,6 +273,7 @@ fn receive(
             &mut scratch[..]
         }
     };
+    let mut reader = BulkReader::new(&stream);
     let mut at = 0;
     let mut received = 0u64;
     let mut last_byte = Instant::now();
@@ -276,8 +281,12 @@ fn receive(
         if at == into.len() {
             at = 0;
         }
-        let end = into.len().min(at + read_size);
-        let n = match stream.read(&mut into[at..end]) {
+        // No read asks for more than is still expected (a bulk read would wait for bytes
+        // that never come, until EOF), and every read asks for at least one, so that a
+        // byte too many is seen.
+        let left = usize::try_from(expected - received.min(expected)).unwrap_or(usize::MAX);
+        let end = into.len().min(at + read_size.min(left.max(1)));
+        let n = match reader.read(&mut into[at..end]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
