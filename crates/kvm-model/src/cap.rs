@@ -60,6 +60,8 @@ pub fn check_extension(profile: &KernelProfile, cap: u32, on_vm: bool) -> i64 {
         KVM_CAP_USER_MEMORY2 | KVM_CAP_VM_TYPES => i64::from(era.has_user_memory2()),
         KVM_CAP_GUEST_MEMFD => match era {
             Era::V6_7 => 0,
+            // Built without it: the case is compiled out.
+            _ if !profile.guest_memfd => 0,
             // `!kvm || kvm_arch_has_private_mem(kvm)`: a default VM has no private memory.
             Era::V6_11SelfSnoop | Era::V6_12 => i64::from(!on_vm),
             // 6.18 offers guest_memfd to every VM type (measured).

@@ -125,6 +125,12 @@ pub struct KernelProfile {
     pub vendor: Vendor,
     /// CPU facts.
     pub cpu: CpuFacts,
+    /// The kernel offers guest_memfd (built with `CONFIG_KVM_GUEST_MEMFD`): in the 6.16 era
+    /// to every VM type, in 6.8–6.15 to VM types with private memory only; 6.7 has none
+    /// either way. Kernels of one version differ here: of two `kvm_pvm` 6.18.44 hosts of
+    /// this project one answered `KVM_CAP_GUEST_MEMFD` with 1, the other with 0 (stop 16),
+    /// so the differential test takes it from the host it runs on.
+    pub guest_memfd: bool,
 }
 
 /// Why a profile could not be built from text.
@@ -179,6 +185,7 @@ impl KernelProfile {
             proposal: *proposal,
             vendor,
             cpu: CpuFacts::default(),
+            guest_memfd: true,
         })
     }
 
@@ -206,6 +213,7 @@ impl KernelProfile {
                     proposal: *proposal,
                     vendor,
                     cpu: CpuFacts::default(),
+                    guest_memfd: true,
                 })
             })
             .collect()
@@ -224,7 +232,8 @@ impl KernelProfile {
     /// - `KVM_CHECK_EXTENSION` (system and VM fd alike): `NR_MEMSLOTS` 32764,
     ///   `MULTI_ADDRESS_SPACE` **0** (built without SMM: one address space), `READONLY_MEM` 1,
     ///   `MANUAL_DIRTY_LOG_PROTECT2` 3, `DISABLE_QUIRKS` 1, `DISABLE_QUIRKS2` 0x5ff (no bit 9:
-    ///   TDP is off), `USER_MEMORY2` 1, `GUEST_MEMFD` 1, `VM_TYPES` 1, 236 0 (upstream's
+    ///   TDP is off), `USER_MEMORY2` 1, `GUEST_MEMFD` 1 (0 on another host of this kind,
+    ///   see [`guest_memfd`](Self::guest_memfd)), `VM_TYPES` 1, 236 0 (upstream's
     ///   `PRE_FAULT_MEMORY` = `tdp_enabled`), 237 1, 238 1, 239 0.
     /// - v1 region: flag bits 0 and 1 accepted, bits 2–31 `EINVAL` (bit 3, the proposal's
     ///   flag, included). v2: the same for bits 0, 1 and 3–31; bit 2 (`GUEST_MEMFD`) is a valid
@@ -270,6 +279,7 @@ impl KernelProfile {
                 self_snoop: true,
                 tdp: false,
             },
+            guest_memfd: true,
         }
     }
 
@@ -312,8 +322,9 @@ impl KernelProfile {
 }
 
 impl fmt::Display for KernelProfile {
-    /// `6.16+memslot-flag/intel`, followed by the CPU facts that differ from the default:
-    /// `6.16/amd (TDP off)`, `6.12/intel (no self-snoop)`.
+    /// `6.16+memslot-flag/intel`, followed by the facts that differ from the default:
+    /// `6.16/amd (TDP off)`, `6.12/intel (no self-snoop)`, `6.16/amd (TDP off, no
+    /// guest_memfd)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.name(), self.vendor)?;
         let mut notes = Vec::new();
@@ -322,6 +333,9 @@ impl fmt::Display for KernelProfile {
         }
         if !self.cpu.tdp {
             notes.push("TDP off");
+        }
+        if !self.guest_memfd && self.era.has_user_memory2() {
+            notes.push("no guest_memfd");
         }
         if !notes.is_empty() {
             write!(f, " ({})", notes.join(", "))?;

@@ -9,7 +9,8 @@
 //!
 //! Differences by era: 6.7 has no v2 ioctl, no v1-only mask and no guest_memfd; 6.8–6.15
 //! accept `KVM_MEM_GUEST_MEMFD` only for VM types with private memory (never the default
-//! VM); the 6.16 era (as measured on 6.18) accepts it for every VM and then binds the fd.
+//! VM); the 6.16 era (as measured on 6.18) accepts it for every VM and then binds the fd,
+//! unless the kernel was built without guest_memfd (`KernelProfile::guest_memfd`).
 //! `access_ok()` is bounded by `TASK_SIZE_MAX` from 6.12 on, by bit 63 before.
 
 use uapi::Errno;
@@ -140,7 +141,10 @@ impl Kvm {
             // kvm_arch_has_private_mem() is false for the default VM type.
             Era::V6_11SelfSnoop | Era::V6_12 => valid |= KVM_MEM_READONLY,
             Era::V6_16 => {
-                valid |= KVM_MEM_GUEST_MEMFD;
+                // `kvm_arch_supports_gmem()`: every VM type, in a kernel built with it.
+                if self.profile.guest_memfd {
+                    valid |= KVM_MEM_GUEST_MEMFD;
+                }
                 // Dirty logging of private memory is unsupported, and writes to read-only
                 // slots are emulated MMIO, which private memory cannot have.
                 if gmem {

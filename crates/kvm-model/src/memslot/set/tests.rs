@@ -91,6 +91,33 @@ fn invalid_memory_region_flags() {
 }
 
 #[test]
+fn a_host_built_without_guest_memfd_refuses_the_flag_before_looking_at_the_fd() {
+    // What the second kind of kvm_pvm host answered (stop 16): the capability is 0, and a
+    // GUEST_MEMFD slot is EINVAL whatever its fd, where the other host binds (EBADF).
+    let profile = KernelProfile {
+        guest_memfd: false,
+        ..KernelProfile::this_host()
+    };
+    let mut kvm = Kvm::new(profile);
+    assert_eq!(
+        crate::cap::check_extension(&profile, uapi::cap::KVM_CAP_GUEST_MEMFD, false),
+        0
+    );
+    for fd in [u32::MAX, 999, 0] {
+        let region = kvm_userspace_memory_region2 {
+            guest_memfd: fd,
+            ..v2(0, KVM_MEM_GUEST_MEMFD, 0, 0x1000, HVA)
+        };
+        assert_eq!(kvm.set_user_memory_region2(&region), Err(Errno::EINVAL));
+    }
+    // Everything else is the same kernel.
+    assert_eq!(
+        kvm.set_user_memory_region2(&v2(0, KVM_MEM_LOG_DIRTY_PAGES, GPA, SIZE, HVA)),
+        Ok(())
+    );
+}
+
+#[test]
 fn guest_memfd_binding_on_the_host() {
     let with_fd = |fd: u32, offset: u64, flags: u32| kvm_userspace_memory_region2 {
         guest_memfd: fd,
