@@ -302,7 +302,9 @@ const CEILING_WRITE_SIZES: [usize; 2] = [64 << 10, 1 << 20];
 /// The copies behind each ceiling, by write size: each shape, and the one this kernel
 /// prefers (1 MiB, by half) twice more. One copy on these hosts now and then runs at
 /// half its speed, which made a single copy slower than the migration it should bound
-/// (ratios of 1.1–1.4 in stop 16's first runs); the best of several bounds from above.
+/// (ratios of 1.1–1.4 in stop 16's first runs). The best of four was caught out once in
+/// the fifteen repetitions of stop 16's full runs, when every copy, the hot one too, ran
+/// at half speed: a host stalled for seconds, which no count of copies rules out.
 const CEILING_COPIES: [usize; 4] = [64 << 10, 1 << 20, 1 << 20, 1 << 20];
 
 const MIB: f64 = (1 << 20) as f64;
