@@ -18,8 +18,8 @@
 
 use iced_x86::IcedError;
 use iced_x86::code_asm::{
-    CodeAssembler, al, ax, byte_ptr, dword_ptr, dx, eax, ecx, qword_ptr, r8, r9, r10, r11, r12,
-    r13, r14, r15, rax, rbx, rcx, rdi, rdx, rsi, word_ptr,
+    CodeAssembler, CodeLabel, al, ax, byte_ptr, dword_ptr, dx, eax, ecx, qword_ptr, r8, r9, r10,
+    r11, r12, r13, r14, r15, rax, rbx, rcx, rdi, rdx, rsi, word_ptr,
 };
 
 use super::layout::{CODE_GPA, CODE_SIZE, DONE_PORT, IDLE_PORT, RESULTS_CAPACITY, RESULTS_GPA};
@@ -281,14 +281,8 @@ fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     a.mov(r14, r15)?;
     a.set_label(&mut pace)?;
     a.add(r9, r10)?;
-    read_tsc(a)?;
-    a.mov(rcx, r9)?;
-    a.sub(rcx, rax)?;
-    // Deadline passed (signed: it may lie behind now), or further than one interval ahead
-    // (the TSC moved back, as on a restored VM): pace from now on.
-    a.jle(reset)?;
-    a.cmp(rcx, r10)?;
-    a.ja(reset)?;
+    // Deadline passed: pace from now on rather than burst to catch up.
+    ticks_to_deadline(a, reset, reset)?;
     // Give the core back for the wait, as a kernel HLTs until its deadline timer and HLTs
     // again after an early wake-up: the VMM sleeps about `rcx` ticks (capped to 32 bits,
     // and by the VMM to `MAX_IDLE`), and while more than `SPIN_TICKS` are left the guest
@@ -303,13 +297,8 @@ fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     a.mov(eax, ecx)?;
     a.mov(dx, u32::from(IDLE_PORT))?;
     a.out(dx, eax)?;
-    read_tsc(a)?;
-    a.mov(rcx, r9)?;
-    a.sub(rcx, rax)?;
     // Slept past the deadline: the next burst is due now, paced from the deadline.
-    a.jle(top)?;
-    a.cmp(rcx, r10)?;
-    a.ja(reset)?;
+    ticks_to_deadline(a, top, reset)?;
     a.jmp(sleep)?;
     a.set_label(&mut spin)?;
     a.pause()?;
@@ -322,6 +311,23 @@ fn dirty_loop(a: &mut CodeAssembler, disp: i32) -> Result<(), IcedError> {
     a.jmp(top)?;
     a.set_label(&mut done)?;
     a.nop()
+}
+
+/// Leaves in `rcx` the TSC ticks from now (`rax`) to the deadline in `r9`; jumps to
+/// `passed` if the deadline is not ahead (signed: it may lie behind now), and to `reset`
+/// if it is further than one interval (`r10`) ahead, which only a moved TSC makes (as on a
+/// restored VM).
+fn ticks_to_deadline(
+    a: &mut CodeAssembler,
+    passed: CodeLabel,
+    reset: CodeLabel,
+) -> Result<(), IcedError> {
+    read_tsc(a)?;
+    a.mov(rcx, r9)?;
+    a.sub(rcx, rax)?;
+    a.jle(passed)?;
+    a.cmp(rcx, r10)?;
+    a.ja(reset)
 }
 
 /// Assembles `emit` for address `ip`.
