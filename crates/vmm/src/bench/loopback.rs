@@ -284,7 +284,7 @@ fn receive(
         // No read asks for more than is still expected (a bulk read would wait for bytes
         // that never come, until EOF), and every read asks for at least one, so that a
         // byte too many is seen.
-        let left = usize::try_from(expected - received.min(expected)).unwrap_or(usize::MAX);
+        let left = usize::try_from(expected.saturating_sub(received)).unwrap_or(usize::MAX);
         let end = into.len().min(at + read_size.min(left.max(1)));
         let n = match reader.read(&mut into[at..end]) {
             Ok(0) => break,
