@@ -101,10 +101,11 @@ pub use config::{Coherence, Policy, RegionConfig, RegionKind, Registration, VmCo
 pub use device::DeviceState;
 pub use end::{RegionTotals, Totals};
 pub use header::{HEADER_LEN, MAGIC, SourceFacts, StreamHeader, StreamKind, Vendor};
-pub use pages::{Layout, PageRecord, PageRun, PageSlot, RECORDS_FIRST_SINCE, RunHeader};
+pub use pages::{
+    Layout, PageRecord, PageRun, PageSlot, RECORDS_FIRST_SINCE, RunHeader, is_zero_page,
+};
 pub(crate) use pages::{
-    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records, encode_head, is_zero_page,
-    page_stretches,
+    RECORD_LEN, RECORDS_CHECKSUM_LEN, RUN_HEADER_LEN, decode_records, encode_head, page_stretches,
 };
 pub use status::{MAX_REASON_LEN, Status};
 pub use vcpu::{DescriptorTable, Msr, Regs, Segment, Sregs, VcpuState, msr};

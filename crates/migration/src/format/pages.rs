@@ -382,7 +382,7 @@ impl PageRun {
 }
 
 /// Whether `page` is all zeros (sent as a marker, not as contents).
-pub(crate) fn is_zero_page(page: &[u8]) -> bool {
+pub fn is_zero_page(page: &[u8]) -> bool {
     page.iter().all(|&b| b == 0)
 }
 

@@ -1,11 +1,11 @@
-//! `ncdma bench spte|memslots|coherence|migrate`: the benchmarks of `vmm::bench` and
+//! `ncdma bench spte|memslots|coherence|migrate|stream`: the benchmarks of `vmm::bench` and
 //! `coherence::bench`, printed as a table (or JSON) with the ratios that matter.
 
 use clap::{Args, ValueEnum};
 use coherence::bench::{BenchResult, dma_sweep, wb_hits, wc_sweep};
 use migration::precopy::WriterThread;
 use serde_json::json;
-use vmm::bench::{memslots, migrate, spte};
+use vmm::bench::{memslots, migrate, spte, stream};
 
 use crate::Output;
 use crate::error::CliError;
@@ -25,6 +25,9 @@ pub(crate) enum BenchName {
     /// loopback on /dev/kvm: coherent vs flushed throughput, the loopback ceiling, and QEMU
     /// migrating the same RAM (installed with apt if missing; --no-qemu skips it).
     Migrate,
+    /// The migration stream alone (1 GiB of in-place Pages runs to a verifying reader, no
+    /// VM) against a plain socket copy of the same memory over TCP loopback.
+    Stream,
 }
 
 #[derive(Debug, Args)]
@@ -33,9 +36,9 @@ pub(crate) struct BenchArgs {
     #[arg(value_enum)]
     pub name: BenchName,
     /// Repetitions behind each median [default: 31 for spte, 5 for memslots, 5 for
-    /// coherence, 5 for migrate].
-    #[arg(long, value_name = "N")]
-    pub reps: Option<usize>,
+    /// coherence, 5 for migrate, 9 for stream].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub reps: Option<u64>,
     /// `migrate`: do not run (or install) QEMU as the peer.
     #[arg(long)]
     pub no_qemu: bool,
@@ -54,27 +57,33 @@ pub(crate) struct BenchArgs {
 
 pub(crate) fn run(args: &BenchArgs, json: bool) -> Output {
     let failed = |e: &dyn std::fmt::Display| CliError::Failed(format!("bench: {e}"));
+    // At most 10 000, so the conversion is exact on every target.
+    let reps = |default: usize| args.reps.map_or(default, |n| n as usize);
     let (text, doc) = match args.name {
         BenchName::Spte => {
-            let r = spte::run(args.reps.unwrap_or(31)).map_err(|e| failed(&e))?;
+            let r = spte::run(reps(31)).map_err(|e| failed(&e))?;
             (r.to_string(), r.to_json())
         }
         BenchName::Memslots => {
-            let r = memslots::run(args.reps.unwrap_or(5)).map_err(|e| failed(&e))?;
+            let r = memslots::run(reps(5)).map_err(|e| failed(&e))?;
             (r.to_string(), r.to_json())
         }
-        BenchName::Coherence => coherence_bench(args.reps.unwrap_or(5)).map_err(|e| failed(&e))?,
+        BenchName::Coherence => coherence_bench(reps(5)).map_err(|e| failed(&e))?,
         BenchName::Migrate => {
             let defaults = migrate::MigrateBenchConfig::default();
             let config = migrate::MigrateBenchConfig {
                 qemu: !args.no_qemu,
-                reps: args.reps.unwrap_or(defaults.reps),
+                reps: reps(defaults.reps),
                 writer: args.writer_thread,
                 dirty_rate: args.dirty_rate.unwrap_or(defaults.dirty_rate),
                 gpu_rate: args.gpu_rate.unwrap_or(defaults.gpu_rate),
                 ..defaults
             };
             let r = migrate::run(&config).map_err(|e| failed(&e))?;
+            (r.to_string(), r.to_json())
+        }
+        BenchName::Stream => {
+            let r = stream::run(stream::DEFAULT_BYTES, reps(9)).map_err(|e| failed(&e))?;
             (r.to_string(), r.to_json())
         }
     };

@@ -9,3 +9,4 @@ pub mod migrate;
 pub mod qemu;
 pub mod spte;
 pub mod stats;
+pub mod stream;
