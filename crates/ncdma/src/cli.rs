@@ -28,8 +28,8 @@ pub(crate) enum Command {
     /// Replay a JSON list of KVM uAPI calls on the model or on /dev/kvm, printing each
     /// call's result (format: docs/replay.md).
     Replay(commands::replay::ReplayArgs),
-    /// Run a benchmark: `spte` (the memslot flag in the fault path) or `memslots`
-    /// (lookups, setup, move, delete; model and /dev/kvm side by side).
+    /// Run a benchmark (spte, memslots, coherence, migrate, stream), each side by side with
+    /// what it is measured against, in one run (results and commands: BENCHMARKS.md).
     Bench(commands::bench::BenchArgs),
     /// The main job, no arguments: the seeds' virtio-GPU case on every kernel and vendor,
     /// the conclusion it supports, and why the frame's store gets its memory type.
