@@ -200,23 +200,7 @@ pub fn loopback_copy(
         seeded = pseudo_random(options.write_size);
         memory.push(&seeded);
     }
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(socket("bind"))?;
-    let addr = listener.local_addr().map_err(socket("bind"))?;
-
-    let start = Instant::now();
-    let sender = TcpStream::connect(addr).map_err(socket("connect"))?;
-    // The connection is already queued on the listener, so this accept returns at once;
-    // accepting here rather than in the receiver thread means no thread can be left waiting
-    // for a connection that never comes.
-    let (receiver, _) = listener.accept().map_err(socket("accept"))?;
-    for stream in [&sender, &receiver] {
-        stream
-            .set_read_timeout(Some(options.io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(options.io_timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(socket("configure"))?;
-    }
-
+    let (sender, receiver, start) = connected_pair(options.io_timeout, socket)?;
     let (expected, read_size) = (options.bytes, options.read_size);
     let (sent, received) = thread::scope(|scope| {
         let receiving = scope.spawn(move || receive(receiver, expected, read_size, landing));
@@ -234,6 +218,32 @@ pub fn loopback_copy(
         bytes: options.bytes,
         elapsed: last_byte.saturating_duration_since(start),
     })
+}
+
+/// A fresh loopback connection as (sender, receiver, the instant before `connect`), both
+/// ends with `io_timeout` on reads and writes and `TCP_NODELAY` (as the migration's source
+/// sets it), so that a stuck copy ends with an error by itself. `error` names the step
+/// that failed ("bind", "connect", "accept", "configure").
+pub(crate) fn connected_pair<E, F: FnOnce(io::Error) -> E>(
+    io_timeout: Duration,
+    error: impl Fn(&'static str) -> F,
+) -> Result<(TcpStream, TcpStream, Instant), E> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(error("bind"))?;
+    let addr = listener.local_addr().map_err(error("bind"))?;
+    let start = Instant::now();
+    let sender = TcpStream::connect(addr).map_err(error("connect"))?;
+    // The connection is already queued on the listener, so this accept returns at once;
+    // accepting here rather than in the receiver thread means no thread can be left waiting
+    // for a connection that never comes.
+    let (receiver, _) = listener.accept().map_err(error("accept"))?;
+    for stream in [&sender, &receiver] {
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(error("configure"))?;
+    }
+    Ok((sender, receiver, start))
 }
 
 /// Writes `bytes` bytes taken from `memory` (non-empty buffers, cycled), `write_size` at a

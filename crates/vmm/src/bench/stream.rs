@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::io::{self, BufReader, BufWriter};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,8 @@ use migration::transport::BulkReader;
 use serde_json::{Value, json};
 
 use super::loopback::{
-    DEFAULT_IO_TIMEOUT, Landing, LoopbackCeiling, LoopbackError, LoopbackOptions, loopback_copy,
+    DEFAULT_IO_TIMEOUT, Landing, LoopbackCeiling, LoopbackError, LoopbackOptions, connected_pair,
+    loopback_copy,
 };
 use super::stats::{SplitMix64, median};
 
@@ -219,19 +220,7 @@ pub fn run(bytes: usize, reps: usize) -> Result<StreamBench, StreamBenchError> {
 /// the last run verified.
 pub fn stream_copy(memory: &[u8], landing: &mut [u8]) -> Result<Duration, StreamBenchError> {
     let socket = |step| move |source| StreamBenchError::Socket { step, source };
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(socket("bind"))?;
-    let addr = listener.local_addr().map_err(socket("bind"))?;
-    let start = Instant::now();
-    let sender = TcpStream::connect(addr).map_err(socket("connect"))?;
-    let (receiver, _) = listener.accept().map_err(socket("accept"))?;
-    for stream in [&sender, &receiver] {
-        stream
-            .set_read_timeout(Some(DEFAULT_IO_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(DEFAULT_IO_TIMEOUT)))
-            .map_err(socket("configure"))?;
-    }
-    // As the live transport's source sets it.
-    sender.set_nodelay(true).map_err(socket("configure"))?;
+    let (sender, receiver, start) = connected_pair(DEFAULT_IO_TIMEOUT, socket)?;
     let runs = memory.len().div_ceil(MAX_PAGES_PER_CHUNK * PAGE_SIZE);
     let (sent, received) = thread::scope(|scope| {
         let receiving = scope.spawn(move || receive(&receiver, runs, landing));
