@@ -318,12 +318,8 @@ fn receive(
 
 /// `len` seeded pseudo-random bytes.
 fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut rng = SplitMix64::new(SEED);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    SplitMix64::new(SEED).fill(&mut out);
     out
 }
 

@@ -44,6 +44,14 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Fills `bytes` with the next values, little-endian, 8 bytes each; a tail shorter than
+    /// 8 takes the low bytes of one more value.
+    pub fn fill(&mut self, bytes: &mut [u8]) {
+        for word in bytes.chunks_mut(8) {
+            word.copy_from_slice(&self.next_u64().to_le_bytes()[..word.len()]);
+        }
+    }
+
     /// A value in `0..n` (`n > 0`; the modulo bias is irrelevant at these sizes).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
@@ -88,6 +96,21 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.iter().all(|v| *v < 10));
         assert_ne!(SplitMix64::new(1).next_u64(), SplitMix64::new(2).next_u64());
+    }
+
+    #[test]
+    fn fill_writes_the_values_in_order() {
+        let mut words = SplitMix64::new(3);
+        let expected: Vec<u8> = (0..3)
+            .flat_map(|_| words.next_u64().to_le_bytes())
+            .collect();
+        let mut filled = [0u8; 20];
+        SplitMix64::new(3).fill(&mut filled);
+        assert_eq!(
+            filled[..],
+            expected[..20],
+            "words in order, the tail from the next one"
+        );
     }
 
     #[test]

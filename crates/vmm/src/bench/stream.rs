@@ -182,10 +182,7 @@ pub fn run(bytes: usize, reps: usize) -> Result<StreamBench, StreamBenchError> {
         RegionMemory::populated(bytes).map_err(|source| StreamBenchError::Memory { bytes, source })
     };
     let mut memory = mapped(bytes)?;
-    let mut rng = SplitMix64::new(SEED);
-    for word in memory.chunks_mut(8) {
-        word.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
+    SplitMix64::new(SEED).fill(&mut memory);
     let mut landing = mapped(bytes)?;
     let options = LoopbackOptions {
         write_size: WRITE_SIZE,

@@ -29,9 +29,7 @@ pub fn fill_random(path: &Path, bytes: u64, seed: u64) -> Result<(), QemuError> 
     let mut block = vec![0u8; BLOCK];
     let mut left = bytes;
     while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            word.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
+        rng.fill(&mut block);
         let n = BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX));
         out.write_all(&block[..n])
             .map_err(file_error("filling", path))?;
